@@ -1,0 +1,3 @@
+from godprof.cli.main import run
+
+run()

@@ -1,0 +1,43 @@
+"""The `godprof` command. Each command lives in its own module and is registered here, explicitly.
+
+Command modules import only typer and light godprof modules at import time; heavy imports (rich
+rendering, torch) happen inside the command, so `godprof estimate` starts fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from godprof import __version__
+from godprof.cli import estimate
+
+app = typer.Typer(
+    name="godprof",
+    help="What a model architecture costs before and after you build it: parameters, VRAM, FLOPs, "
+    "latency, energy, and GPUs to serve or train it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"godprof {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """godprof: analytic estimates (no GPU), PyTorch measurements, comparisons and capacity plans."""
+
+
+app.command("estimate")(estimate.estimate_cmd)
+app.command("validate")(estimate.validate_cmd)
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Package data: the GPU database (one YAML per GPU)."""

@@ -1,0 +1,1 @@
+"""One YAML per GPU; loaded by godprof.gpus."""

@@ -1,0 +1,64 @@
+"""Estimate report: tables of parameters, layer kinds, memory and FLOPs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from godprof.analytic.estimate import Estimate
+from godprof.report.format import fmt_bytes, fmt_flops, fmt_int, fmt_params
+from godprof.report.table import Table, flatten
+
+_MEMORY_ROWS = (
+    ("weights", "weights_bytes"),
+    ("KV cache", "kv_cache_bytes"),
+    ("SSM state", "ssm_state_bytes"),
+    ("activations", "activations_bytes"),
+    ("gradients", "gradients_bytes"),
+    ("optimizer state", "optimizer_bytes"),
+)
+
+
+def estimate_tables(e: Estimate) -> list[Table]:
+    w = e.workload
+    p = e.params
+    head = (
+        f"{e.spec.name} ({e.spec.family}) · {w.mode} · batch {w.batch} · seq {w.seq:,} · context {w.ctx:,} · "
+        f"weights {w.weight_dtype.name} · kv {w.cache_dtype.name}"
+    )
+    params = Table(f"{head}\nParameters", ["component", "total", "active per token", "exact"])
+    params.add("total", fmt_params(p.total), fmt_params(p.active), fmt_int(p.total))
+    for comp, n in p.by_component.items():
+        if n:
+            params.add(f"  {comp.replace('_', ' ')}", fmt_params(n), fmt_params(p.active_by_component[comp]), fmt_int(n))
+
+    layers = Table("Layers", ["kind", "mixer / ffn", "layers", "params per layer", "active per layer"])
+    for k in p.by_layer_kind:
+        layers.add(k.kind, f"{k.mixer} / {k.ffn}", k.layers, fmt_params(k.params_per_layer), fmt_params(k.active_per_layer))
+
+    mem = Table("Memory", ["item", "size", "bytes"])
+    for label, key in _MEMORY_ROWS:
+        if e.memory[key] or key in ("weights_bytes", "activations_bytes"):
+            mem.add(label, fmt_bytes(e.memory[key]), fmt_int(e.memory[key]))
+    mem.add("total", fmt_bytes(e.memory["total_bytes"]), fmt_int(e.memory["total_bytes"]))
+    mem.highlight.add((len(mem.rows) - 1, 1))
+    if e.memory["kv_bytes_per_token"]:
+        mem.caption = f"KV cache grows {fmt_bytes(e.memory['kv_bytes_per_token'])} per token per sequence"
+
+    f = e.flops
+    fl = Table("FLOPs (1 multiply-add = 2 FLOPs)", ["quantity", "FLOPs", "exact"])
+    fl.add(f"forward, {w.batch} x {w.seq:,} tokens ({w.attention_flops} attention)", fmt_flops(f["forward"]),
+           fmt_int(f["forward"]))  # fmt: skip
+    fl.add(f"decode, per token at context {w.ctx:,}", fmt_flops(f["decode_per_token"]), fmt_int(f["decode_per_token"]))
+    fl.add(f"train, per token (recompute {w.recompute})", fmt_flops(f["train_per_token"]), fmt_int(f["train_per_token"]))
+    if f["ssm_scan"]:
+        fl.add("SSM scan, forward (not in forward)", fmt_flops(f["ssm_scan"]), fmt_int(f["ssm_scan"]))
+        fl.add("SSM conv1d, forward (not in forward)", fmt_flops(f["conv"]), fmt_int(f["conv"]))
+    return [params, layers, mem, fl]
+
+
+def estimate_record(e: Estimate) -> dict[str, Any]:
+    """One flat record (CSV row) of an estimate: scalar fields only."""
+    d = e.to_dict()
+    d["params"] = {k: v for k, v in d["params"].items() if k != "by_layer_kind"}
+    d["spec"] = {k: v for k, v in d["spec"].items() if k != "layer_kinds"}
+    return flatten(d)
