@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from fractions import Fraction
 
 from godprof.errors import NotFoundError
 
@@ -22,10 +21,9 @@ class DType:
     quantized: bool = False  # integer formats that need per-group scales
     float8: bool = False
 
-    @property
-    def bytes(self) -> Fraction:
-        """Bytes per element, exact (int4 is 1/2)."""
-        return Fraction(self.bits, 8)
+    def nbytes(self, elements: int) -> int:
+        """Bytes for ``elements`` values, rounded up to a whole byte (int4 packs two per byte)."""
+        return -((-elements * self.bits) // 8)
 
 
 DTYPES: dict[str, DType] = {
@@ -61,8 +59,3 @@ def get_dtype(name: str) -> DType:
     near = difflib.get_close_matches(key, [*DTYPES, *ALIASES], n=3)
     hint = f" (did you mean {', '.join(near)}?)" if near else ""
     raise NotFoundError(f"unknown dtype {name!r}{hint}; known: {', '.join(DTYPES)}")
-
-
-def ceil_bytes(x: Fraction) -> int:
-    """Round a byte count up to a whole byte (int4 tensors of odd size still occupy whole bytes)."""
-    return -((-x.numerator) // x.denominator)

@@ -252,12 +252,15 @@ class Spec:
 KeyPath = tuple[str | int, ...]
 
 
-def _line_table(text: str) -> dict[KeyPath, int]:
-    """Map every key path in a YAML document to its 1-based line (keys and list items)."""
+def _load_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse YAML once (safe constructors only) and map every key path to its 1-based line."""
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
     try:
-        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return {}
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
     lines: dict[KeyPath, int] = {}
 
     def walk(node: yaml.Node, path: KeyPath) -> None:
@@ -274,7 +277,15 @@ def _line_table(text: str) -> dict[KeyPath, int]:
 
     if root is not None:
         walk(root, ())
-    return lines
+    return data, lines
+
+
+def _line_table(text: str) -> dict[KeyPath, int]:
+    """Key path -> line of a YAML document ({} if it does not parse); for other YAML inputs (plan files)."""
+    try:
+        return _load_with_lines(text)[1]
+    except yaml.YAMLError:
+        return {}
 
 
 def _fmt_path(path: KeyPath) -> str:
@@ -754,31 +765,38 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
 def parse_spec_text(text: str, source: str | None = None) -> Spec:
     """Parse YAML text (safe loader only) into a validated Spec."""
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data, lines = _load_with_lines(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         msg = getattr(e, "problem", None) or str(e)
         raise SpecError(source, [Problem("", f"invalid YAML: {msg}", line)]) from None
-    return parse_spec(data, source, _line_table(text))
+    return parse_spec(data, source, lines)
 
 
 # --------------------------------------------------------------------------- finding specs
 
 
+def _bundled_dir() -> Path:
+    """The folder of bundled specs (package ``godprof.specs``: the repository's specs/ when installed
+    editable, site-packages/godprof/specs otherwise). Found without importing importlib.resources,
+    which costs more start-up time than the whole estimate."""
+    from importlib.util import find_spec
+
+    found = find_spec("godprof.specs")
+    if found is None or not found.submodule_search_locations:
+        raise RuntimeError("godprof is installed without its bundled specs (package godprof.specs)")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
 def bundled_spec_names() -> list[str]:
     """Names of the specs shipped with godprof (the repository's specs/ folder)."""
-    from importlib import resources
-
-    root = resources.files("godprof.specs")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.stem for p in _bundled_dir().glob("*.yaml"))
 
 
-def _bundled_text(name: str) -> str | None:
-    from importlib import resources
-
-    res = resources.files("godprof.specs").joinpath(f"{name}.yaml")
-    return res.read_text(encoding="utf-8") if res.is_file() else None
+def bundled_spec_path(name: str) -> Path | None:
+    path = _bundled_dir() / f"{name}.yaml"
+    return path if path.is_file() else None
 
 
 def load_spec(ref: str | Path) -> Spec:
@@ -799,9 +817,9 @@ def load_spec(ref: str | Path) -> Spec:
         return parse_spec_text(path.read_text(encoding="utf-8"), str(path))
     name = str(ref)
     if "/" not in name and not name.endswith((".yaml", ".yml")):
-        text = _bundled_text(name)
-        if text is not None:
-            return parse_spec_text(text, f"{name}.yaml (bundled)")
+        bundled = bundled_spec_path(name)
+        if bundled is not None:
+            return parse_spec_text(bundled.read_text(encoding="utf-8"), f"{name}.yaml (bundled)")
     names = bundled_spec_names()
     near = difflib.get_close_matches(path.stem, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(near)}?" if near else "; `godprof specs` lists the bundled specs"

@@ -14,8 +14,7 @@ from godprof.spec import MLA, MLP, Attention, Layer, Mamba1, Mamba2, MoE, Spec
 
 
 def _nbytes(elements: int, dtype: DType) -> int:
-    """Bytes for ``elements`` values of ``dtype``, rounded up to whole bytes."""
-    return -((-elements * dtype.bits) // 8)
+    return dtype.nbytes(elements)
 
 
 # --------------------------------------------------------------------------- weights
