@@ -1,0 +1,154 @@
+"""Building blocks shared by the mixers and FFNs: norms, rotary embedding, dense MLP and MoE.
+
+Shape legend: B batch, S new tokens, T cached + new tokens, H query heads, K kv heads, D head dim,
+h hidden size, I intermediate size, E experts, k top-k.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from godprof.spec import MLP, MoE
+
+FactoryKwargs = dict[str, Any]  # {"device": ..., "dtype": ...} passed to every parameter factory
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a weight only (Llama, Mamba, DeepSeek); statistics in fp32.
+
+    ``group_size`` normalises each group of that many features separately (Mamba-2's grouped gated norm).
+    """
+
+    def __init__(self, size: int, dd: FactoryKwargs, eps: float = 1e-6, group_size: int | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size, **dd))
+        self.eps = eps
+        self.group_size = group_size or size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        xf = x.float().view(*shape[:-1], shape[-1] // self.group_size, self.group_size)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.view(shape).to(x.dtype) * self.weight
+
+
+def make_norm(kind: str, size: int, bias: bool, dd: FactoryKwargs) -> nn.Module:
+    """The model's block norm: RMSNorm (weight) or LayerNorm (weight, and bias when ``bias``)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(size, eps=1e-5, bias=bias, **dd)
+    return RMSNorm(size, dd)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, rotary_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [S, rotary_dim] for absolute ``positions`` [S] (GPT-NeoX/Llama half-split layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim))
+    freqs = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [S, rd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [S, rd]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``rotary_dim`` features of x [..., S, D]; the rest pass through (partial rotary)."""
+    rd = cos.shape[-1]
+    xr, xp = x[..., :rd], x[..., rd:]
+    x1, x2 = xr[..., : rd // 2], xr[..., rd // 2 :]
+    rotated = torch.cat((-x2, x1), dim=-1)
+    out = xr * cos + rotated * sin
+    return torch.cat((out, xp), dim=-1) if xp.shape[-1] else out
+
+
+_ACTS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class DenseMLP(nn.Module):
+    """Gated (gate_proj, up_proj, down_proj: down(act(gate(x)) * up(x))) or plain (fc1, act, fc2) MLP."""
+
+    def __init__(self, hidden: int, inter: int, gated: bool, activation: str, bias: bool, dd: FactoryKwargs):
+        super().__init__()
+        self.gated = gated
+        self.act = _ACTS[activation]
+        if gated:
+            self.gate_proj = nn.Linear(hidden, inter, bias=bias, **dd)
+            self.up_proj = nn.Linear(hidden, inter, bias=bias, **dd)
+            self.down_proj = nn.Linear(inter, hidden, bias=bias, **dd)
+        else:
+            self.fc1 = nn.Linear(hidden, inter, bias=bias, **dd)
+            self.fc2 = nn.Linear(inter, hidden, bias=bias, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., h] -> [..., h]
+        if self.gated:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # [..., I] -> [..., h]
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def build_mlp(f: MLP, hidden: int, dd: FactoryKwargs) -> DenseMLP:
+    return DenseMLP(hidden, f.intermediate_size, f.gated, f.activation, f.bias, dd)
+
+
+class MoELayer(nn.Module):
+    """Routed experts with softmax top-k routing (weights renormalised over the k chosen, as Mixtral),
+    plus optional shared experts (one MLP of num_shared x size: the same parameters as separate ones)
+    behind an optional sigmoid gate (Qwen2-MoE).
+
+    Tokens are grouped per expert by sorting the (token, expert) assignments; each expert runs once on
+    its contiguous slice (a Python loop over experts that received tokens, never over tokens).
+    """
+
+    def __init__(self, f: MoE, hidden: int, dd: FactoryKwargs):
+        super().__init__()
+        self.top_k = f.top_k
+        self.num_experts = f.num_experts
+        self.router = nn.Linear(hidden, f.num_experts, bias=f.router_bias, **dd)
+        self.experts = nn.ModuleList(
+            DenseMLP(hidden, f.expert_intermediate_size, f.gated, f.activation, f.expert_bias, dd)
+            for _ in range(f.num_experts)
+        )
+        self.shared = None
+        self.shared_gate = None
+        if f.num_shared_experts:
+            inter = f.num_shared_experts * f.shared_intermediate_size
+            self.shared = DenseMLP(hidden, inter, f.gated, f.activation, False, dd)
+            if f.shared_expert_gate:
+                self.shared_gate = nn.Linear(hidden, 1, bias=False, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x_Th = x.reshape(-1, shape[-1])  # [T, h]
+        scores_TE = torch.softmax(self.router(x_Th).float(), dim=-1)  # [T, E]
+        weights_Tk, experts_Tk = torch.topk(scores_TE, self.top_k, dim=-1)  # [T, k]
+        weights_Tk = weights_Tk / weights_Tk.sum(-1, keepdim=True)
+        flat_experts = experts_Tk.reshape(-1)  # [T*k]
+        order = torch.argsort(flat_experts, stable=True)  # assignments grouped by expert
+        token_of = order // self.top_k  # [T*k] source token of each sorted assignment
+        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()  # one host sync
+        x_sorted = x_Th[token_of]  # [T*k, h]
+        outs = []
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                outs.append(self.experts[e](x_sorted[start : start + n]))  # [n, h]
+            start += n
+        y_sorted = torch.cat(outs, dim=0)  # [T*k, h]
+        y_sorted = y_sorted * weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype)
+        out_Th = torch.zeros_like(x_Th).index_add_(0, token_of, y_sorted)  # [T, h]
+        if self.shared is not None:
+            shared = self.shared(x_Th)  # [T, h]
+            if self.shared_gate is not None:
+                shared = torch.sigmoid(self.shared_gate(x_Th)) * shared
+            out_Th = out_Th + shared
+        return out_Th.view(shape)
+
+
+def build_ffn(f: MLP | MoE, hidden: int, dd: FactoryKwargs) -> nn.Module:
+    return build_mlp(f, hidden, dd) if isinstance(f, MLP) else MoELayer(f, hidden, dd)

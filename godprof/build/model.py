@@ -1,0 +1,202 @@
+"""The decoder model built from a spec: embeddings, one block per ``Spec.layers()`` entry, final norm, lm_head.
+
+The modules hold exactly the tensors ``godprof.analytic.params.count_params`` counts (tests assert the
+equality for every bundled spec and for random specs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from godprof.build.attention import GQAttention, MLAttention
+from godprof.build.cache import Cache
+from godprof.build.layers import FactoryKwargs, build_ffn, make_norm
+from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Mixer, Spec
+
+
+def build_mixer(mixer: Mixer, hidden: int, dd: FactoryKwargs) -> nn.Module:
+    if isinstance(mixer, Attention):
+        return GQAttention(mixer, hidden, dd)
+    if isinstance(mixer, MLA):
+        return MLAttention(mixer, hidden, dd)
+    from godprof.build.ssm import Mamba1Mixer, Mamba2Mixer
+
+    if isinstance(mixer, Mamba1):
+        return Mamba1Mixer(mixer, hidden, dd)
+    assert isinstance(mixer, Mamba2)
+    return Mamba2Mixer(mixer, hidden, dd)
+
+
+class Block(nn.Module):
+    """One layer: pre-norm mixer and FFN with residuals.
+
+    Sequential: x + mix(n1(x)), then + ffn(n2(.)). Parallel (GPT-J/NeoX): x + mix(n1(x)) + ffn(n2(x)),
+    with n2 = n1 when the norm is shared. Sandwich norms (Gemma-2) normalise each branch output before
+    its residual add. A layer without FFN (pure Mamba stacks) is x + mix(n1(x)).
+    """
+
+    def __init__(self, spec: Spec, layer: Layer, dd: FactoryKwargs):
+        super().__init__()
+        m = spec.model
+        h = m.hidden_size
+        self.mixer = build_mixer(layer.mixer, h, dd)
+        self.mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
+        self.parallel = m.parallel_residual
+        self.ffn = build_ffn(layer.ffn, h, dd) if layer.ffn is not None else None
+        self.ffn_norm = None
+        if self.ffn is not None and not (m.parallel_residual and m.parallel_shared_norm):
+            self.ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
+        self.post_mixer_norm = self.post_ffn_norm = None
+        if m.sandwich_norm:
+            self.post_mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
+            if self.ffn is not None:
+                self.post_ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
+
+    def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        normed = self.mixer_norm(x)  # [B, S, h]
+        y = self.mixer(normed, pos, state)
+        if self.post_mixer_norm is not None:
+            y = self.post_mixer_norm(y)
+        if self.ffn is None:
+            return x + y
+        if self.parallel:
+            f = self.ffn(self.ffn_norm(x) if self.ffn_norm is not None else normed)
+            if self.post_ffn_norm is not None:
+                f = self.post_ffn_norm(f)
+            return x + y + f
+        x = x + y
+        assert self.ffn_norm is not None
+        f = self.ffn(self.ffn_norm(x))
+        if self.post_ffn_norm is not None:
+            f = self.post_ffn_norm(f)
+        return x + f
+
+
+class Model(nn.Module):
+    """Decoder LM over a spec. ``forward(input_ids [B, S], cache=None, last_only=False) -> logits``.
+
+    With a cache the S tokens are written at ``cache.pos`` (prefill: S tokens; decode step: S = 1) and
+    ``cache.pos`` advances by S. Without one the call is a plain causal forward from position 0.
+    """
+
+    def __init__(self, spec: Spec, dd: FactoryKwargs):
+        super().__init__()
+        self.spec = spec
+        m = spec.model
+        h = m.hidden_size
+        self.embed_tokens = nn.Embedding(m.vocab_size, h, **dd)
+        self.embed_positions = None
+        if m.position_embedding == "learned":
+            assert m.max_position_embeddings is not None
+            self.embed_positions = nn.Embedding(m.max_position_embeddings, h, **dd)
+        self.layers = nn.ModuleList(Block(spec, layer, dd) for layer in spec.layers())
+        self.norm = make_norm(m.norm, h, m.norm_bias, dd) if m.final_norm else None
+        self.lm_head = None if m.tie_embeddings else nn.Linear(h, m.vocab_size, bias=False, **dd)
+        self.lm_head_bias = nn.Parameter(torch.zeros(m.vocab_size, **dd)) if m.lm_head_bias else None
+        self.embedding_multiplier = m.embedding_multiplier
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> Cache:
+        """Preallocate every layer's cache for ``batch`` sequences of up to ``max_len`` tokens."""
+        dt = dtype or self.dtype
+        states = []
+        for block in self.layers:
+            alloc = getattr(block.mixer, "allocate", None)
+            states.append(alloc(batch, max_len, dt, self.device) if alloc is not None else None)
+        return Cache(states, batch, max_len, dt)
+
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, last_only: bool = False) -> torch.Tensor:
+        B, S = input_ids.shape
+        pos = 0
+        if cache is not None:
+            pos = cache.pos
+            if B > cache.batch:
+                raise ValueError(f"batch {B} exceeds the cache's batch {cache.batch}")
+            if pos + S > cache.max_len:
+                raise ValueError(f"cache holds {cache.max_len} tokens; {pos} are used and {S} more were given")
+        x = self.embed_tokens(input_ids)  # [B, S, h]
+        if self.embedding_multiplier != 1.0:
+            x = x * self.embedding_multiplier
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(torch.arange(pos, pos + S, device=input_ids.device))
+        for i, block in enumerate(self.layers):
+            x = block(x, pos, cache.layer_state(i, B) if cache is not None else None)
+        if cache is not None:
+            cache.pos = pos + S
+        if last_only:
+            x = x[:, -1:]
+        if self.norm is not None:
+            x = self.norm(x)
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, weight, self.lm_head_bias)  # [B, S or 1, V]
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02, seed: int = 0) -> None:
+        """Random init on the model's device: Linear/Embedding weights ~ N(0, std), biases 0, norms 1,
+        depthwise convs ~ U(+-1/sqrt(d_conv)) (PyTorch's default bound), SSM parameters per mixer
+        (``init_ssm``)."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(seed)
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear | nn.Embedding):
+                mod.weight.normal_(0.0, std, generator=g)
+                if getattr(mod, "bias", None) is not None:
+                    mod.bias.zero_()
+            elif isinstance(mod, nn.Conv1d):
+                bound = 1.0 / math.sqrt(mod.kernel_size[0])
+                mod.weight.uniform_(-bound, bound, generator=g)
+                if mod.bias is not None:
+                    mod.bias.zero_()
+            elif isinstance(mod, nn.LayerNorm):
+                if mod.weight is not None:
+                    mod.weight.fill_(1.0)
+                if mod.bias is not None:
+                    mod.bias.zero_()
+            elif hasattr(mod, "weight") and type(mod).__name__ == "RMSNorm":
+                mod.weight.fill_(1.0)
+            if hasattr(mod, "init_ssm"):
+                mod.init_ssm(g)
+        if self.lm_head_bias is not None:
+            self.lm_head_bias.zero_()
+
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def build_model(
+    spec: Spec,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.bfloat16,
+    *,
+    init_std: float = 0.02,
+    seed: int = 0,
+) -> Model:
+    """Build the model of ``spec`` with every parameter created on ``device`` in ``dtype`` (no CPU copy).
+
+    On ``meta`` nothing is initialised (use it to count). Elsewhere weights are drawn on the device
+    (``Model.init_weights``). Returned in eval mode.
+    """
+    dev = torch.device(device)
+    dt = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    model = Model(spec, {"device": dev, "dtype": dt})
+    if dev.type != "meta":
+        model.init_weights(init_std, seed)
+    return model.eval()
