@@ -778,15 +778,22 @@ def parse_spec_text(text: str, source: str | None = None) -> Spec:
 
 
 def _bundled_dir() -> Path:
-    """The folder of bundled specs (package ``godprof.specs``: the repository's specs/ when installed
-    editable, site-packages/godprof/specs otherwise). Found without importing importlib.resources,
-    which costs more start-up time than the whole estimate."""
+    """The folder of bundled specs: package ``godprof.specs`` (site-packages/godprof/specs after an
+    install; the repository's specs/ in an editable install), or specs/ beside the package when run
+    from a source checkout. Found without importing importlib.resources, which costs more start-up
+    time than the whole estimate."""
     from importlib.util import find_spec
 
-    found = find_spec("godprof.specs")
-    if found is None or not found.submodule_search_locations:
-        raise RuntimeError("godprof is installed without its bundled specs (package godprof.specs)")
-    return Path(next(iter(found.submodule_search_locations)))
+    try:
+        found = find_spec("godprof.specs")
+    except ModuleNotFoundError:
+        found = None
+    if found is not None and found.submodule_search_locations:
+        return Path(next(iter(found.submodule_search_locations)))
+    checkout = Path(__file__).resolve().parent.parent / "specs"
+    if checkout.is_dir():
+        return checkout
+    raise RuntimeError("godprof is installed without its bundled specs (package godprof.specs)")
 
 
 def bundled_spec_names() -> list[str]:

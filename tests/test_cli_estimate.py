@@ -92,7 +92,7 @@ def test_help_teaches():
         assert word in r.output
 
 
-def test_estimate_never_imports_torch():
+def test_estimate_never_imports_torch(tmp_path: Path):
     code = (
         "import sys\n"
         "from godprof.cli.main import app\n"
@@ -100,10 +100,15 @@ def test_estimate_never_imports_torch():
         "bad = [m for m in ('torch', 'fvcore', 'pynvml', 'matplotlib', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # run outside the checkout so the installed package is what gets imported
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point(tmp_path: Path):
+    r = subprocess.run([sys.executable, "-m", "godprof", "estimate", "mamba-2.8b", "-f", "json"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"]["total"] == 2_768_345_600
     r = subprocess.run([sys.executable, "-m", "godprof", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("godprof ")
