@@ -31,9 +31,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        xf = x.float().view(*shape[:-1], shape[-1] // self.group_size, self.group_size)
+        xf = x.float().reshape(*shape[:-1], shape[-1] // self.group_size, self.group_size)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.view(shape).to(x.dtype) * self.weight
+        return xf.reshape(shape).to(x.dtype) * self.weight
 
 
 def make_norm(kind: str, size: int, bias: bool, dd: FactoryKwargs) -> nn.Module:

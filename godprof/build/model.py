@@ -14,7 +14,7 @@ from torch import nn
 
 from godprof.build.attention import GQAttention, MLAttention
 from godprof.build.cache import Cache
-from godprof.build.layers import FactoryKwargs, build_ffn, make_norm
+from godprof.build.layers import FactoryKwargs, RMSNorm, build_ffn, make_norm
 from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Mixer, Spec
 
 
@@ -158,13 +158,12 @@ class Model(nn.Module):
                 mod.weight.uniform_(-bound, bound, generator=g)
                 if mod.bias is not None:
                     mod.bias.zero_()
-            elif isinstance(mod, nn.LayerNorm):
+            elif isinstance(mod, nn.LayerNorm | RMSNorm):
                 if mod.weight is not None:
                     mod.weight.fill_(1.0)
-                if mod.bias is not None:
+                if getattr(mod, "bias", None) is not None:
                     mod.bias.zero_()
-            elif hasattr(mod, "weight") and type(mod).__name__ == "RMSNorm":
-                mod.weight.fill_(1.0)
+        for mod in self.modules():  # after the generic pass: SSM mixers own some Linear biases (dt_proj)
             if hasattr(mod, "init_ssm"):
                 mod.init_ssm(g)
         if self.lm_head_bias is not None:

@@ -1,0 +1,290 @@
+"""Mamba-1 and Mamba-2 mixers in pure PyTorch (no custom kernels), following transformers' MambaMixer /
+Mamba2Mixer module structure so the parameters match ``godprof.analytic.params``.
+
+Prefill is vectorised over the sequence: Mamba-1 runs its selective scan chunk by chunk with a
+log-depth (Hillis-Steele) associative scan inside each chunk, so memory is bounded by one chunk of
+[B, Q, d_inner, d_state] states; Mamba-2 uses the chunked SSD form (Dao & Gu 2024, the "minimal SSD"
+reference of state-spaces/mamba). A decode step (S == 1 with a cache) is the O(1) recurrence.
+Scans and states are computed in fp32 and stored in the cache dtype.
+
+Cache per layer: conv window [B, channels, d_conv] (the last d_conv inputs of the depthwise conv) and the
+SSM state (Mamba-1 [B, d_inner, d_state]; Mamba-2 [B, heads, head_dim, d_state]).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from godprof.build.layers import FactoryKwargs, RMSNorm
+from godprof.spec import Mamba1, Mamba2
+
+_SCAN_ELEMENTS = 1 << 24  # Mamba-1 chunk budget: B x Q x d_inner x d_state fp32 elements per temporary
+
+
+def _causal_conv(
+    conv: nn.Conv1d, x: torch.Tensor, pos: int, conv_state: torch.Tensor | None
+) -> torch.Tensor:
+    """Depthwise causal conv over x [B, C, S], continuing from the cached window when ``pos`` > 0.
+
+    The d_conv - 1 inputs before the first new token come from the cache (zeros at the start of a
+    sequence); the cache is left holding the last d_conv inputs.
+    """
+    B, C, S = x.shape
+    k = conv.kernel_size[0]
+    if conv_state is not None and pos > 0:
+        prev = conv_state[:, :, 1:].to(x.dtype)  # [B, C, k-1]
+    else:
+        prev = x.new_zeros(B, C, k - 1)
+    xe = torch.cat((prev, x), dim=-1)  # [B, C, k-1+S]
+    if conv_state is not None:
+        conv_state.copy_(xe[:, :, -k:])
+    return F.conv1d(xe, conv.weight, conv.bias, groups=C)  # [B, C, S]
+
+
+def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _dt_init(n: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """dt ~ log-uniform in [1e-3, 1e-1] (state-spaces/mamba's dt_min/dt_max), returned as softplus^-1(dt)."""
+    u = torch.rand(n, generator=g, device=device, dtype=torch.float32)
+    dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+    return _inv_softplus(dt)
+
+
+def selective_scan(
+    u: torch.Tensor,  # [B, S, di]  conv output
+    dt: torch.Tensor,  # [B, S, di]  after softplus
+    A: torch.Tensor,  # [di, n]     negative
+    Bm: torch.Tensor,  # [B, S, n]
+    Cm: torch.Tensor,  # [B, S, n]
+    h0: torch.Tensor,  # [B, di, n]  fp32 initial state
+) -> tuple[torch.Tensor, torch.Tensor]:  # y [B, S, di] fp32 (without D), final state [B, di, n]
+    """Mamba-1 selective scan h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, y_t = C_t . h_t, in fp32.
+
+    Chunks of Q tokens; inside a chunk a Hillis-Steele scan over (decay, input) pairs takes log2(Q)
+    vectorised steps and never divides by a decay, so it is stable for any dt and A.
+    """
+    Bsz, S, di = u.shape
+    n = A.shape[1]
+    Q = max(1, min(256, _SCAN_ELEMENTS // max(1, Bsz * di * n)))
+    Q = 1 << (Q.bit_length() - 1)  # a power of two
+    ys = []
+    h = h0
+    for c0 in range(0, S, Q):
+        dt_c = dt[:, c0 : c0 + Q].float()  # [B, q, di]
+        a = torch.exp(dt_c[..., None] * A)  # [B, q, di, n]
+        b = (dt_c * u[:, c0 : c0 + Q].float())[..., None] * Bm[:, c0 : c0 + Q, None, :].float()  # [B, q, di, n]
+        q = a.shape[1]
+        d = 1
+        while d < q:  # inclusive scan: (a, b)_t <- (a_t a_{t-d}, a_t b_{t-d} + b_t)
+            b = torch.cat((b[:, :d], torch.addcmul(b[:, d:], a[:, d:], b[:, :-d])), dim=1)
+            a = torch.cat((a[:, :d], a[:, d:] * a[:, :-d]), dim=1)
+            d *= 2
+        hs = torch.addcmul(b, a, h[:, None])  # [B, q, di, n]: states after each token
+        ys.append(torch.einsum("bldn,bln->bld", hs, Cm[:, c0 : c0 + Q].float()))  # [B, q, di]
+        h = hs[:, -1]
+    return torch.cat(ys, dim=1), h
+
+
+class Mamba1Mixer(nn.Module):
+    """in_proj (x, z) -> causal depthwise conv1d + SiLU -> x_proj (dt, B, C) [-> RMSNorms on dt, B, C
+    (Jamba)] -> dt_proj + softplus -> selective scan with A = -exp(A_log) and skip D -> y * SiLU(z)
+    -> out_proj."""
+
+    def __init__(self, m: Mamba1, hidden: int, dd: FactoryKwargs):
+        super().__init__()
+        self.m = m
+        di, n, r = m.d_inner, m.d_state, m.dt_rank
+        self.in_proj = nn.Linear(hidden, 2 * di, bias=m.proj_bias, **dd)
+        self.conv1d = nn.Conv1d(di, di, m.d_conv, groups=di, bias=m.conv_bias, **dd)
+        self.x_proj = nn.Linear(di, r + 2 * n, bias=False, **dd)
+        self.dt_proj = nn.Linear(r, di, bias=True, **dd)
+        self.A_log = nn.Parameter(torch.empty(di, n, **dd))
+        self.D = nn.Parameter(torch.empty(di, **dd))
+        self.out_proj = nn.Linear(di, hidden, bias=m.proj_bias, **dd)
+        if m.inner_norms:
+            self.dt_layernorm = RMSNorm(r, dd)
+            self.b_layernorm = RMSNorm(n, dd)
+            self.c_layernorm = RMSNorm(n, dd)
+
+    @torch.no_grad()
+    def init_ssm(self, g: torch.Generator) -> None:
+        """S4D-real A (A_log = log 1..d_state per channel), D = 1, dt bias = softplus^-1(log-uniform dt)."""
+        di, n = self.m.d_inner, self.m.d_state
+        a = torch.arange(1, n + 1, dtype=torch.float32, device=self.A_log.device).log()
+        self.A_log.copy_(a.expand(di, n))
+        self.D.fill_(1.0)
+        self.dt_proj.bias.copy_(_dt_init(di, g, self.A_log.device))
+
+    def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        di = self.m.d_inner
+        return [
+            torch.zeros(batch, di, self.m.d_conv, dtype=dtype, device=device),  # conv window
+            torch.zeros(batch, di, self.m.d_state, dtype=dtype, device=device),  # SSM state
+        ]
+
+    def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        m = self.m
+        Bsz, S, _ = x.shape
+        di, n, r = m.d_inner, m.d_state, m.dt_rank
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # [B, S, di] each
+        u = _causal_conv(self.conv1d, xs.transpose(1, 2), pos, state[0] if state else None)  # [B, di, S]
+        u = F.silu(u).transpose(1, 2)  # [B, S, di]
+        dt, Bm, Cm = self.x_proj(u).split([r, n, n], dim=-1)  # [B, S, r], [B, S, n], [B, S, n]
+        if m.inner_norms:
+            dt, Bm, Cm = self.dt_layernorm(dt), self.b_layernorm(Bm), self.c_layernorm(Cm)
+        dt = F.softplus(self.dt_proj(dt).float())  # [B, S, di]
+        A = -torch.exp(self.A_log.float())  # [di, n]
+        if state is not None and pos > 0:
+            h0 = state[1].float()
+        else:
+            h0 = torch.zeros(Bsz, di, n, device=x.device, dtype=torch.float32)
+        if S == 1 and state is not None:  # recurrent step
+            dA = torch.exp(dt[:, 0, :, None] * A)  # [B, di, n]
+            h = dA * h0 + (dt[:, 0] * u[:, 0].float())[..., None] * Bm[:, 0, None, :].float()  # [B, di, n]
+            y = torch.einsum("bdn,bn->bd", h, Cm[:, 0].float())[:, None]  # [B, 1, di]
+        else:
+            y, h = selective_scan(u, dt, A, Bm, Cm, h0)  # [B, S, di], [B, di, n]
+        if state is not None:
+            state[1].copy_(h)
+        y = y + u.float() * self.D.float()
+        y = y.to(x.dtype) * F.silu(z)  # [B, S, di]
+        return self.out_proj(y)
+
+
+def _segsum(x: torch.Tensor) -> torch.Tensor:
+    """[..., T] -> [..., T, T] with out[i, j] = x[j+1] + ... + x[i] for j <= i and -inf above the diagonal
+    (summed segment by segment rather than as a difference of cumsums, which loses precision)."""
+    T = x.shape[-1]
+    xe = x[..., None].expand(*x.shape, T)  # [..., T, T]: xe[i, j] = x[i]
+    below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
+    xe = xe.masked_fill(~below, 0)
+    cs = torch.cumsum(xe, dim=-2)
+    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=0)
+    return cs.masked_fill(~keep, float("-inf"))
+
+
+def ssd_chunked(
+    x: torch.Tensor,  # [B, L, H, P]
+    dt: torch.Tensor,  # [B, L, H]   after softplus
+    A: torch.Tensor,  # [H]         negative
+    Bm: torch.Tensor,  # [B, L, G, N]
+    Cm: torch.Tensor,  # [B, L, G, N]
+    chunk: int,
+    h0: torch.Tensor,  # [B, H, P, N] initial state
+) -> tuple[torch.Tensor, torch.Tensor]:  # y [B, L, H, P] (without D), final state [B, H, P, N]
+    """Mamba-2 SSD in chunked form (Dao & Gu 2024, sec. 7; state-spaces/mamba ssd_minimal), fp32.
+
+    The sequence is zero-padded to a multiple of the chunk (dt = 0 there: decay 1 and no input, so the
+    final state is the one after the last real token). Per chunk: the intra-chunk output (C B^T masked
+    by the decay matrix, times x dt), the chunk's end state, then the states passed between chunks and
+    their contribution C h.
+    """
+    b, L, H, P = x.shape
+    G, N = Bm.shape[2], Bm.shape[3]
+    hg = H // G
+    pad = (-L) % chunk
+    if pad:
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        Bm, Cm = F.pad(Bm, (0, 0, 0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, 0, 0, pad))
+    Lp = L + pad
+    c, Q = Lp // chunk, chunk
+    X = (x * dt[..., None]).view(b, c, Q, G, hg, P)  # [b, c, Q, G, hg, P]
+    Adt = (A * dt).view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
+    Acum = torch.cumsum(Adt, dim=-1)  # [b, H, c, Q]
+    Bc, Cc = Bm.view(b, c, Q, G, N), Cm.view(b, c, Q, G, N)
+    # 1. intra-chunk (diagonal blocks): y_l = sum_{s<=l} C_l.B_s exp(A_s+1..l) x_s dt_s
+    decay = torch.exp(_segsum(Adt)).view(b, G, hg, c, Q, Q)  # [b, G, hg, c, Q(l), Q(s)]
+    CB = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # [b, G, c, Q, Q]
+    M = CB[:, :, None] * decay  # [b, G, hg, c, Q, Q]
+    y = torch.einsum("bgjcls,bcsgjp->bclgjp", M, X)  # [b, c, Q, G, hg, P]
+    # 2. state at the end of each chunk from its own inputs
+    decay_to_end = torch.exp(Acum[..., -1:] - Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
+    states = torch.einsum("bclgn,bgjcl,bclgjp->bcgjpn", Bc, decay_to_end, X).reshape(b, c, H, P, N)
+    # 3. pass states between chunks (from h0), a [c+1, c+1] decay matrix per head
+    states = torch.cat((h0[:, None], states), dim=1)  # [b, c+1, H, P, N]
+    chunk_decay = torch.exp(_segsum(F.pad(Acum[..., -1], (1, 0))))  # [b, H, c+1, c+1]
+    states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, states)  # [b, c+1, H, P, N]
+    prev, final = states[:, :-1], states[:, -1]  # state entering each chunk, state after the last
+    # 4. contribution of the entering state to each position: C_l exp(A_1..l) h
+    decay_in = torch.exp(Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
+    y = y + torch.einsum("bclgn,bcgjpn,bgjcl->bclgjp", Cc, prev.view(b, c, G, hg, P, N), decay_in)
+    return y.reshape(b, Lp, H, P)[:, :L], final
+
+
+class Mamba2Mixer(nn.Module):
+    """in_proj [z, x, B, C, dt] -> causal depthwise conv1d + SiLU over [x, B, C] -> SSD with
+    dt = softplus(dt + dt_bias), A = -exp(A_log) per head, skip D per head -> gated RMSNorm
+    (norm(y * SiLU(z)), per group of d_inner / n_groups, as state-spaces/mamba) or y * SiLU(z)
+    -> out_proj."""
+
+    def __init__(self, m: Mamba2, hidden: int, dd: FactoryKwargs):
+        super().__init__()
+        self.m = m
+        di, H = m.d_inner, m.num_heads
+        # Order: [z, x, B, C, dt]
+        self.in_proj = nn.Linear(hidden, 2 * di + 2 * m.n_groups * m.d_state + H, bias=m.proj_bias, **dd)
+        self.conv1d = nn.Conv1d(m.conv_dim, m.conv_dim, m.d_conv, groups=m.conv_dim, bias=m.conv_bias, **dd)
+        self.dt_bias = nn.Parameter(torch.empty(H, **dd))
+        self.A_log = nn.Parameter(torch.empty(H, **dd))
+        self.D = nn.Parameter(torch.empty(H, **dd))
+        self.norm = RMSNorm(di, dd, eps=1e-5, group_size=di // m.n_groups) if m.gated_norm else None
+        self.out_proj = nn.Linear(di, hidden, bias=m.proj_bias, **dd)
+
+    @torch.no_grad()
+    def init_ssm(self, g: torch.Generator) -> None:
+        """A = -U(1, 16) per head (state-spaces/mamba's A_init_range), D = 1, dt_bias = softplus^-1(dt)."""
+        H = self.m.num_heads
+        dev = self.A_log.device
+        a = 1.0 + 15.0 * torch.rand(H, generator=g, device=dev, dtype=torch.float32)
+        self.A_log.copy_(a.log())
+        self.D.fill_(1.0)
+        self.dt_bias.copy_(_dt_init(H, g, dev))
+
+    def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        m = self.m
+        return [
+            torch.zeros(batch, m.conv_dim, m.d_conv, dtype=dtype, device=device),  # conv window over [x, B, C]
+            torch.zeros(batch, m.num_heads, m.head_dim, m.d_state, dtype=dtype, device=device),  # SSM state
+        ]
+
+    def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        m = self.m
+        Bsz, S, _ = x.shape
+        di, H, P, G, N = m.d_inner, m.num_heads, m.head_dim, m.n_groups, m.d_state
+        z, xBC, dt = self.in_proj(x).split([di, m.conv_dim, H], dim=-1)  # [B, S, di], [B, S, conv], [B, S, H]
+        xBC = _causal_conv(self.conv1d, xBC.transpose(1, 2), pos, state[0] if state else None)  # [B, conv, S]
+        xBC = F.silu(xBC).transpose(1, 2)  # [B, S, conv]
+        xs, Bm, Cm = xBC.split([di, G * N, G * N], dim=-1)
+        xs = xs.reshape(Bsz, S, H, P).float()  # [B, S, H, P]
+        Bm = Bm.reshape(Bsz, S, G, N).float()  # [B, S, G, N]
+        Cm = Cm.reshape(Bsz, S, G, N).float()
+        dt = F.softplus(dt.float() + self.dt_bias.float())  # [B, S, H]
+        A = -torch.exp(self.A_log.float())  # [H]
+        if state is not None and pos > 0:
+            h0 = state[1].float()
+        else:
+            h0 = torch.zeros(Bsz, H, P, N, device=x.device, dtype=torch.float32)
+        if S == 1 and state is not None:  # recurrent step
+            hg = H // G
+            dA = torch.exp(dt[:, 0] * A)  # [B, H]
+            Bh = Bm[:, 0].repeat_interleave(hg, dim=1)  # [B, H, N]
+            Ch = Cm[:, 0].repeat_interleave(hg, dim=1)  # [B, H, N]
+            h = h0 * dA[..., None, None] + (dt[:, 0, :, None] * xs[:, 0])[..., None] * Bh[:, :, None, :]  # [B, H, P, N]
+            y = torch.einsum("bhpn,bhn->bhp", h, Ch)[:, None]  # [B, 1, H, P]
+        else:
+            y, h = ssd_chunked(xs, dt, A, Bm, Cm, min(m.chunk_size, S), h0)  # [B, S, H, P], [B, H, P, N]
+        if state is not None:
+            state[1].copy_(h)
+        y = y + xs * self.D.float()[:, None]
+        y = y.reshape(Bsz, S, di).to(x.dtype)
+        if self.norm is not None:
+            y = self.norm(y * F.silu(z))
+        else:
+            y = y * F.silu(z)
+        return self.out_proj(y)
