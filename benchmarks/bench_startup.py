@@ -30,11 +30,15 @@ def main() -> None:
     ns = ap.parse_args()
     exe = shutil.which("godprof")
     base = [exe] if exe else [sys.executable, "-m", "godprof"]
-    cases = [ns.args] if ns.args else [
-        ["estimate", "llama-3-8b"],
-        ["estimate", "llama-3-8b", "--format", "json"],
-        ["estimate", "jamba-v0.1", "--seq", "8k"],
-    ]
+    cases = (
+        [ns.args]
+        if ns.args
+        else [
+            ["estimate", "llama-3-8b"],
+            ["estimate", "llama-3-8b", "--format", "json"],
+            ["estimate", "jamba-v0.1", "--seq", "8k"],
+        ]
+    )
     print(f"{'command':45} {'median':>8} {'p10':>8} {'p90':>8}  ({ns.runs} runs, {' '.join(base)})")
     for args in cases:
         cmd = base + args

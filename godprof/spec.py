@@ -315,7 +315,7 @@ class _Checker:
 
     def raise_if_any(self) -> None:
         if self.problems:
-            self.problems.sort(key=lambda p: (p.line or 0))
+            self.problems.sort(key=lambda p: p.line or 0)
             raise SpecError(self.source, self.problems)
 
     # -- typed field readers; each returns a usable default after recording a problem

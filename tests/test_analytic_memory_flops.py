@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from spec_docs import TINY_GQA, TINY_GQA_MATMUL, TINY_GQA_TOTAL, TINY_MAMBA2, TINY_MLA, spec
 
 from godprof.analytic import Workload, count_params, estimate
 from godprof.analytic.flops import attended_pairs
 from godprof.analytic.memory import kv_cache_bytes, ssm_state_bytes, weights_bytes
 from godprof.dtypes import get_dtype
 from godprof.spec import load_spec
-from spec_docs import TINY_GQA, TINY_GQA_MATMUL, TINY_GQA_TOTAL, TINY_MAMBA2, TINY_MLA, spec
 
 BF16 = get_dtype("bf16")
 

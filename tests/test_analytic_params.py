@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-from godprof.analytic import count_params
-from godprof.spec import load_spec
 from spec_docs import (
     MAMBA_130M,
     MAMBA_130M_TOTAL,
@@ -23,6 +20,9 @@ from spec_docs import (
     TINY_MOE_TOTAL,
     spec,
 )
+
+from godprof.analytic import count_params
+from godprof.spec import load_spec
 
 
 @pytest.mark.parametrize(
@@ -82,9 +82,11 @@ def test_layer_kinds_of_a_hybrid():
     kinds = {k.kind: k.layers for k in c.by_layer_kind}
     # attention every 8th layer from 4 (4 layers), MoE every 2nd from 1 (16 layers)
     assert kinds == {"mamba1+mlp": 12, "mamba1+moe": 16, "attn+mlp": 4}
-    assert sum(k.layers * k.params_per_layer for k in c.by_layer_kind) + (
-        c.by_component["embedding"] + c.by_component["lm_head"] + 4096
-    ) == c.total
+    assert (
+        sum(k.layers * k.params_per_layer for k in c.by_layer_kind)
+        + (c.by_component["embedding"] + c.by_component["lm_head"] + 4096)
+        == c.total
+    )
 
 
 def test_matmul_weights_per_token():

@@ -15,7 +15,9 @@ def specs(draw) -> Spec:
     hidden = draw(st.sampled_from([8, 16, 24, 32]))
     n_layers = draw(st.integers(1, 6))
     mixers = {}
-    kinds = draw(st.lists(st.sampled_from(["attention", "mla", "mamba1", "mamba2"]), min_size=1, max_size=3, unique=True))
+    kinds = draw(
+        st.lists(st.sampled_from(["attention", "mla", "mamba1", "mamba2"]), min_size=1, max_size=3, unique=True)
+    )
     for k in kinds:
         if k == "attention":
             kv = draw(st.sampled_from([1, 2, 4]))
@@ -42,8 +44,9 @@ def specs(draw) -> Spec:
             mixers["m1"] = {"type": "mamba1", "d_state": draw(st.sampled_from([2, 4])), "expand": 2,
                             "inner_norms": draw(st.booleans())}  # fmt: skip
         else:
-            mixers["m2"] = {"type": "mamba2", "d_state": 4, "expand": 2, "head_dim": 4,
-                            "n_groups": draw(st.sampled_from([1, 2])), "chunk_size": draw(st.sampled_from([2, 8]))}  # fmt: skip
+            groups, chunk = draw(st.sampled_from([1, 2])), draw(st.sampled_from([2, 8]))
+            mixers["m2"] = {"type": "mamba2", "d_state": 4, "expand": 2, "head_dim": 4, "n_groups": groups,
+                            "chunk_size": chunk}  # fmt: skip
     ffns = {"none": {"type": "none"}, "mlp": {"type": "mlp", "intermediate_size": draw(st.sampled_from([8, 20]))}}
     e = draw(st.integers(1, 6))
     ffns["moe"] = {

@@ -96,7 +96,8 @@ def test_estimate_never_imports_torch(tmp_path: Path):
     code = (
         "import sys\n"
         "from godprof.cli.main import app\n"
-        "try:\n    app(['estimate', 'jamba-v0.1', '-f', 'json'])\nexcept SystemExit as e:\n    assert e.code in (0, None)\n"
+        "try:\n    app(['estimate', 'jamba-v0.1', '-f', 'json'])\n"
+        "except SystemExit as e:\n    assert e.code in (0, None)\n"
         "bad = [m for m in ('torch', 'fvcore', 'pynvml', 'matplotlib', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

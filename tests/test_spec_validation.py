@@ -46,8 +46,13 @@ def test_good_spec_loads():
         ("{type: attention", "{type: attn", "mixers.attn.type", 8, "unknown mixer type"),
         ("{type: mlp", "{type: dense", "ffns.mlp.type", 10, "unknown ffn type"),
         ("intermediate_size: 16}", "intermediate_size: 16, gated: yes please}", "ffns.mlp.gated", 10, "true or false"),
-        ("intermediate_size: 16}", "intermediate_size: 16, activation: swish}", "ffns.mlp.activation", 10,
-         "must be one of"),
+        (
+            "intermediate_size: 16}",
+            "intermediate_size: 16, activation: swish}",
+            "ffns.mlp.activation",
+            10,
+            "must be one of",
+        ),
         ("family: dense", "family: giant", "family", 2, "must be one of"),
         ("family: dense", "family: moe", "family", 2, "does not match the layers"),
         ("name: t", "name: t\nsize: 7", "size", 2, "unknown key"),
@@ -86,7 +91,9 @@ def test_ssm_errors():
     assert any("not divisible by head_dim" in m for _, _, m in problems(SSM.replace("head_dim: 4", "head_dim: 5")))
     assert any("n_groups" in k for k, _, _ in problems(SSM.replace("head_dim: 4", "head_dim: 4, n_groups: 3")))
     assert any("not an integer" in m for _, _, m in problems(SSM.replace("expand: 2", "expand: 1.3")))
-    assert any("either d_inner or expand" in m for _, _, m in problems(SSM.replace("expand: 2", "expand: 2, d_inner: 16")))
+    assert any(
+        "either d_inner or expand" in m for _, _, m in problems(SSM.replace("expand: 2", "expand: 2, d_inner: 16"))
+    )
     found = problems(SSM.replace("type: mamba2", "type: mamba1, dt_rank: 0"))
     assert any(k == "mixers.m.dt_rank" for k, _, _ in found)
 
@@ -122,7 +129,10 @@ def test_layout_patterns_and_errors():
 
     assert any("3 entries" in m and ln == 10 for _, ln, m in bad("[attn, mamba, mamba]"))
     assert any("'atn' is not defined; did you mean 'attn'" in m for _, _, m in bad("[atn, mamba, mamba, mamba]"))
-    assert any("offset (2) must be smaller" in m for _, _, m in bad("{default: mamba, every: {period: 2, offset: 2, use: attn}}"))
+    assert any(
+        "offset (2) must be smaller" in m
+        for _, _, m in bad("{default: mamba, every: {period: 2, offset: 2, use: attn}}")
+    )
     assert any("out of range" in m for _, _, m in bad("{default: mamba, layers: {indices: [4], use: attn}}"))
     assert any("exceeds" in m for _, _, m in bad("{default: mamba, first: {count: 5, use: attn}}"))
     assert any("missing required key 'default'" in m for _, _, m in bad("{every: {period: 2, use: attn}}"))
@@ -136,7 +146,7 @@ def test_learned_positions_need_a_maximum():
 
 
 def test_invalid_yaml_and_non_mapping():
-    (key, line, msg), = problems("name: [unclosed\nfamily: dense\n")
+    ((key, line, msg),) = problems("name: [unclosed\nfamily: dense\n")
     assert "invalid YAML" in msg and line is not None
     assert problems("- just\n- a list\n")[0][2].startswith("expected a mapping")
 
@@ -154,6 +164,8 @@ def test_unknown_spec_name_suggests_nearest():
 
 
 def test_all_problems_reported_at_once_in_line_order():
-    found = problems(GOOD.replace("  num_layers: 2", "  num_layers: -1").replace("num_heads: 2}", "num_heads: 2, foo: 1}"))
+    found = problems(
+        GOOD.replace("  num_layers: 2", "  num_layers: -1").replace("num_heads: 2}", "num_heads: 2, foo: 1}")
+    )
     assert [ln for _, ln, _ in found] == sorted(ln for _, ln, _ in found)
     assert len(found) >= 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from godprof.cli.common import Format, console, emit_json, emit_tables, guard, load, size
@@ -12,6 +14,7 @@ from godprof.cli.options import (
     Context,
     DTypeOpt,
     FlashOpt,
+    FormatOpt,
     GroupSize,
     KVDType,
     LogitsChoice,
@@ -41,7 +44,7 @@ def estimate_cmd(
     flash: FlashOpt = True,
     logits: LogitsOpt = LogitsChoice.all,
     group_size: GroupSize = 128,
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json (stable schema), csv or md."),
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Parameters, memory and FLOPs of an architecture, analytically: instant, no GPU, no torch.
 
@@ -90,7 +93,7 @@ def estimate_cmd(
 
 
 def validate_cmd(
-    specs: list[str] = typer.Argument(..., help="Spec files, config.json files or bundled names."),
+    specs: Annotated[list[str], typer.Argument(help="Spec files, config.json files or bundled names.")],
 ) -> None:
     """Check specs and report every problem with its file, key path and line (exit 2 if any is invalid)."""
     from godprof.analytic import count_params

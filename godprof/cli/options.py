@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from godprof.cli.common import Format
+
 
 class Mode(str, Enum):
     inference = "inference"
@@ -50,7 +52,10 @@ Context = Annotated[
     typer.Option("--context", "-c", help="Tokens in the KV cache for decode and cache memory [default: --seq]."),
 ]
 DTypeOpt = Annotated[
-    str, typer.Option("--dtype", "-d", help="Weight format: fp32, bf16, fp16, fp8, int8, int4 (int8/int4 with group scales).")
+    str,
+    typer.Option(
+        "--dtype", "-d", help="Weight format: fp32, bf16, fp16, fp8, int8, int4 (int8/int4 with group scales)."
+    ),
 ]
 KVDType = Annotated[
     str | None, typer.Option("--kv-dtype", help="KV cache and SSM state format [default: the activation dtype].")
@@ -73,5 +78,8 @@ FlashOpt = Annotated[
 ]
 LogitsOpt = Annotated[
     LogitsChoice, typer.Option("--logits", help="Compute logits for all positions or only the last one.")
+]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="table, json (a stable schema for scripts), csv or md.")
 ]
 GroupSize = Annotated[int, typer.Option("--group-size", min=1, help="int8/int4 quantisation group size.")]

@@ -29,11 +29,15 @@ def estimate_tables(e: Estimate) -> list[Table]:
     params.add("total", fmt_params(p.total), fmt_params(p.active), fmt_int(p.total))
     for comp, n in p.by_component.items():
         if n:
-            params.add(f"  {comp.replace('_', ' ')}", fmt_params(n), fmt_params(p.active_by_component[comp]), fmt_int(n))
+            params.add(
+                f"  {comp.replace('_', ' ')}", fmt_params(n), fmt_params(p.active_by_component[comp]), fmt_int(n)
+            )
 
     layers = Table("Layers", ["kind", "mixer / ffn", "layers", "params per layer", "active per layer"])
     for k in p.by_layer_kind:
-        layers.add(k.kind, f"{k.mixer} / {k.ffn}", k.layers, fmt_params(k.params_per_layer), fmt_params(k.active_per_layer))
+        layers.add(
+            k.kind, f"{k.mixer} / {k.ffn}", k.layers, fmt_params(k.params_per_layer), fmt_params(k.active_per_layer)
+        )
 
     mem = Table("Memory", ["item", "size", "bytes"])
     for label, key in _MEMORY_ROWS:
@@ -49,7 +53,9 @@ def estimate_tables(e: Estimate) -> list[Table]:
     fl.add(f"forward, {w.batch} x {w.seq:,} tokens ({w.attention_flops} attention)", fmt_flops(f["forward"]),
            fmt_int(f["forward"]))  # fmt: skip
     fl.add(f"decode, per token at context {w.ctx:,}", fmt_flops(f["decode_per_token"]), fmt_int(f["decode_per_token"]))
-    fl.add(f"train, per token (recompute {w.recompute})", fmt_flops(f["train_per_token"]), fmt_int(f["train_per_token"]))
+    fl.add(
+        f"train, per token (recompute {w.recompute})", fmt_flops(f["train_per_token"]), fmt_int(f["train_per_token"])
+    )
     if f["ssm_scan"]:
         fl.add("SSM scan, forward (not in forward)", fmt_flops(f["ssm_scan"]), fmt_int(f["ssm_scan"]))
         fl.add("SSM conv1d, forward (not in forward)", fmt_flops(f["conv"]), fmt_int(f["conv"]))
