@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from godprof import __version__
-from godprof.cli import estimate
+from godprof.cli import compare, estimate
 
 app = typer.Typer(
     name="godprof",
@@ -37,6 +37,9 @@ def main(
 
 app.command("estimate")(estimate.estimate_cmd)
 app.command("validate")(estimate.validate_cmd)
+app.command("compare")(compare.compare_cmd)
+app.command("sweep")(compare.sweep_cmd)
+app.command("gpus")(compare.gpus_cmd)
 
 
 def run() -> None:

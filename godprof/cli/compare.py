@@ -1,0 +1,248 @@
+"""`godprof compare`, `godprof sweep` and `godprof gpus`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from godprof.cli.common import Format, emit_json, emit_tables, guard, load, size
+from godprof.cli.options import DTypeOpt, KVDType
+
+if TYPE_CHECKING:
+    from godprof.analytic.roofline import Efficiency
+    from godprof.gpus import GPU
+
+SpecsArg = Annotated[
+    list[str],
+    typer.Argument(help="Specs: YAML files, config.json files or bundled names (llama-3-8b, mamba-2.8b, ...).",
+                   show_default=False),  # fmt: skip
+]
+GpuOpt = Annotated[
+    str, typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...).")
+]
+GpuFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--gpu-file", help="Your own GPU YAML (same keys as `godprof gpus --format json`); repeatable."),
+]
+ComputeEff = Annotated[
+    float | None,
+    typer.Option("--compute-eff", min=0.01, max=1.0,
+                 help="Fraction of the dense peak FLOP/s reached [default: measured figures if the GPU file "
+                      "has them, else 0.6]."),
+]  # fmt: skip
+BandwidthEff = Annotated[
+    float | None,
+    typer.Option("--bandwidth-eff", min=0.01, max=1.0,
+                 help="Fraction of the memory bandwidth reached [default: measured, else 0.8]."),
+]  # fmt: skip
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json (stable schema), csv or md.")]
+
+
+def _gpu(name: str, files: list[Path] | None) -> GPU:
+    from godprof.gpus import load_gpu
+
+    return load_gpu(name, files or ())
+
+
+def _eff(compute: float | None, bandwidth: float | None) -> Efficiency | None:
+    from godprof.analytic.roofline import DEFAULT_EFFICIENCY, Efficiency
+
+    if compute is None and bandwidth is None:
+        return None
+    return Efficiency(compute or DEFAULT_EFFICIENCY.compute, bandwidth or DEFAULT_EFFICIENCY.bandwidth)
+
+
+def compare_cmd(
+    specs: SpecsArg,
+    gpu: GpuOpt = "h100",
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")] = 1,
+    context: Annotated[str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")] = "8k",
+    dtype: DTypeOpt = "bf16",
+    kv_dtype: KVDType = None,
+    compute_eff: ComputeEff = None,
+    bandwidth_eff: BandwidthEff = None,
+    gpu_file: GpuFiles = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Architectures side by side on one GPU: one column per spec, the best value of each row in bold.
+
+    Rows: total and active parameters, weight memory, KV bytes per token and SSM state per sequence,
+    KV + state at the context, prefill and decode FLOPs per token, roofline TTFT (prefill of the whole
+    context) and TPOT (one decode step at the context), the largest context at batch 1 and batch at the
+    context that fit one GPU (weights + cache + one prefill chunk of activations), GPUs to hold the weights.
+
+    Latency is a roofline bound: max(FLOPs / (peak x compute-eff), bytes / (bandwidth x bandwidth-eff)).
+
+    Examples:
+
+      godprof compare llama-3-8b mixtral-8x7b mamba-2.8b jamba-v0.1 --gpu h100
+
+      godprof compare specs/llama-3-8b.yaml mamba-2.8b --context 128k --batch 8 --dtype fp8
+
+      godprof compare llama-3-8b mamba-2.8b --gpu l4 --format json
+    """
+    from godprof.report.compare import Setup, compare, compare_csv_rows, compare_table
+
+    with guard():
+        loaded = [load(s) for s in specs]
+        setup = Setup(
+            gpu=_gpu(gpu, gpu_file),
+            batch=batch,
+            context=size(context, "--context") or 1,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            eff=_eff(compute_eff, bandwidth_eff),
+        )
+        records = compare(loaded, setup)
+    if fmt == Format.json:
+        emit_json(records)
+    elif fmt == Format.csv:
+        from godprof.report.table import tables_to_csv
+
+        typer.echo(tables_to_csv(compare_csv_rows(records)), nl=False)
+    else:
+        emit_tables([compare_table(records, setup)], fmt)
+
+
+def _context_range(text: str) -> tuple[int, int]:
+    lo_text, sep, hi_text = text.partition("..")
+    lo = size(lo_text, "--context")
+    hi = size(hi_text, "--context") if sep else lo
+    assert lo is not None and hi is not None
+    if hi < lo:
+        from godprof.cli.common import fail
+
+        fail(f"--context: the range must go up, got {text!r} (example: 1k..1M)")
+    return lo, hi
+
+
+def sweep_cmd(
+    specs: SpecsArg,
+    context: Annotated[
+        str, typer.Option("--context", "-c", help="Range LOW..HIGH (1k..1M) or one length; log-spaced points.")
+    ] = "1k..1M",
+    points: Annotated[
+        int | None, typer.Option("--points", "-n", min=1, help="Contexts in the range [default: one per doubling].")
+    ] = None,
+    batch: Annotated[
+        list[int] | None, typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several [default: 1].")
+    ] = None,
+    gpu: GpuOpt = "h100",
+    dtype: DTypeOpt = "bf16",
+    kv_dtype: KVDType = None,
+    compute_eff: ComputeEff = None,
+    bandwidth_eff: BandwidthEff = None,
+    gpu_file: GpuFiles = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", "-p", help="Write a plot: FILE.png, or FILE.html (self-contained).")
+    ] = None,
+    text_plot: Annotated[
+        bool, typer.Option("--text-plot/--no-text-plot", help="Draw the terminal plot under the tables.")
+    ] = True,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Memory, FLOPs and roofline latency across context lengths, with plots that show attention vs SSM.
+
+    For each spec and batch, at log-spaced contexts: KV cache + SSM state, weights + cache + activations
+    (and whether it fits the GPU), prefill FLOPs, decode FLOPs per token, roofline TTFT and TPOT.
+    The terminal plot (and --plot FILE.png/.html, which needs matplotlib: pip install 'godprof[plot]')
+    draws KV + state bytes and decode time against context on log axes, with the GPU memory as a line:
+    attention's KV cache rises with slope 1, an SSM's state is flat.
+
+    Examples:
+
+      godprof sweep llama-3-8b mamba-2.8b jamba-v0.1 --context 1k..1M --plot sweep.png
+
+      godprof sweep mixtral-8x7b --context 4k..256k --points 6 --batch 1 --batch 16 --gpu h200
+
+      godprof sweep llama-3-8b --context 1k..1M --points 1000 --format json > sweep.json
+    """
+    from godprof.report.compare import Setup, log_contexts, sweep, sweep_tables
+
+    with guard():
+        loaded = [load(s) for s in specs]
+        lo, hi = _context_range(context)
+        contexts = log_contexts(lo, hi, points)
+        g = _gpu(gpu, gpu_file)
+        eff = _eff(compute_eff, bandwidth_eff)
+        setups = [Setup(g, b, hi, dtype, kv_dtype, eff) for b in (batch or [1])]
+        doc = sweep(loaded, setups, contexts)
+        tables = sweep_tables(doc)
+        written = None
+        if plot is not None:
+            from godprof.report.plot import write_plot
+
+            written = write_plot(doc, plot, tables)
+    if fmt == Format.json:
+        emit_json(doc)
+    elif fmt == Format.csv:
+        from godprof.report.table import tables_to_csv
+
+        typer.echo(tables_to_csv(doc["points"]), nl=False)
+    else:
+        emit_tables(tables, fmt)
+        if text_plot:
+            from godprof.report.plot import sweep_text_plots
+
+            art = sweep_text_plots(doc)
+            typer.echo(f"```\n{art}```\n" if fmt == Format.md else art, nl=False)
+    if written is not None:
+        from godprof.cli.common import err_console
+
+        err_console().print(f"plot written to {written}", markup=False, highlight=False)
+
+
+def gpus_cmd(
+    name: Annotated[str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)] = None,
+    gpu_file: GpuFiles = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The GPU database: memory, bandwidth, dense peak FLOP/s per dtype, TDP, interconnect, datasheet source.
+
+    Peaks are dense (never the 2:4 sparsity figures). Add your own card with --gpu-file FILE.yaml (copy a
+    bundled entry: `godprof gpus h100 --format json` shows the fields; an optional `measured:` block with
+    copy_bandwidth_gb_per_s and matmul_tflops replaces datasheet x efficiency in the roofline).
+
+    Examples:
+
+      godprof gpus
+
+      godprof gpus mi300x --format json
+
+      godprof gpus --gpu-file my-card.yaml
+    """
+    from godprof.gpus import list_gpus, load_gpu
+    from godprof.report.format import fmt_bytes, fmt_rate
+    from godprof.report.table import Table, tables_to_csv
+
+    with guard():
+        files = gpu_file or ()
+        gpus = [load_gpu(name, files)] if name else list_gpus(files)
+    if fmt == Format.json:
+        emit_json([g.to_dict() for g in gpus])
+        return
+    dts = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+    if fmt == Format.csv:
+        rows = []
+        for g in gpus:
+            d = g.to_dict()
+            d.pop("measured", None)
+            d["aliases"] = " ".join(g.aliases)
+            peaks = d.pop("peak_flops_per_s")
+            d.update({f"peak_flops_per_s.{k}": peaks.get(k) for k in dts})
+            rows.append(d)
+        typer.echo(tables_to_csv(rows), nl=False)
+        return
+    t = Table("GPUs (dense peaks; bandwidth and interconnect in decimal units, interconnect one direction)",
+              ["key", "name", "memory", "bandwidth", *(f"{d} TFLOP/s" for d in dts), "TDP", "interconnect",
+               "aliases"])  # fmt: skip
+    for g in gpus:
+        peaks = [f"{g.peak_flops_per_s[d] / 1e12:,.0f}" if d in g.peak_flops_per_s else "-" for d in dts]
+        meas = " (measured)" if g.measured else ""
+        t.add(g.key, g.name + meas, fmt_bytes(g.memory_bytes), fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"), *peaks,
+              f"{g.tdp_w:.0f} W", f"{g.interconnect} {fmt_rate(g.interconnect_bytes_per_s, 'B/s')}",
+              ", ".join(g.aliases))  # fmt: skip
+    t.caption = "Sources: " + "; ".join(f"{g.key}: {g.source}" for g in gpus)
+    emit_tables([t], fmt)
