@@ -1,0 +1,183 @@
+"""How a model is split over GPUs: tensor (tp), pipeline (pp) and expert (ep) parallel degrees.
+
+One replica occupies ``tp x pp`` GPUs. Pipeline stages take contiguous, equal runs of layers
+(``ceil(layers / pp)`` per stage, Megatron-LM's default split); the first stage also holds the
+embeddings, the last the final norm and lm_head (and, with tied embeddings and pp > 1, its own copy
+of the embedding matrix, as Megatron-LM keeps one). Within a stage, tensor parallelism splits every
+weight matrix ``tp`` ways (Megatron-LM: column/row-parallel Linear, vocab-parallel embedding); norms are
+replicated but counted as split (they are < 0.01% of the weights). With ``ep > 1`` routed experts are
+placed whole, ``ceil(num_experts / ep)`` per GPU, over the same ``ep = tp`` GPUs instead of being
+sliced (vLLM's and SGLang's expert parallelism inside the tensor-parallel group).
+
+KV cache under tensor parallelism: each GPU holds ``num_kv_heads / tp`` heads; when tp exceeds the KV
+heads they are replicated, so a GPU holds ``1 / min(tp, num_kv_heads)`` of the cache. MLA's compressed
+latent has no head axis and is replicated on every tensor-parallel rank (vLLM's MLA backend).
+Mamba state is split by heads/channels, ``1 / tp``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from godprof.analytic import memory as M
+from godprof.analytic.params import ParamCounts, layer_part
+from godprof.dtypes import DType, get_dtype
+from godprof.spec import MLA, Attention, Layer, Mamba2, MoE, Spec
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    replicas: int = 1
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_replica * self.replicas
+
+    def to_dict(self) -> dict[str, int]:
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "replicas": self.replicas}
+
+    def label(self) -> str:
+        parts = [f"tp{self.tp}", f"pp{self.pp}"]
+        if self.ep > 1:
+            parts.append(f"ep{self.ep}")
+        return "·".join(parts) + (f" ×{self.replicas}" if self.replicas > 1 else "")
+
+
+def tp_problem(spec: Spec, tp: int) -> str | None:
+    """Why ``tp`` cannot split this model's heads evenly (None if it can).
+
+    Attention heads, and Mamba-2 heads, must divide by tp (as vLLM and Megatron-LM require); KV heads must
+    divide by tp or tp by them (then they are replicated).
+    """
+    for name in sorted(set(spec.layer_mixers)):
+        m = spec.mixers[name]
+        if isinstance(m, Attention):
+            if m.num_heads % tp:
+                return f"{m.num_heads} attention heads do not split {tp} ways"
+            if m.num_kv_heads % tp and tp % m.num_kv_heads:
+                return f"{m.num_kv_heads} KV heads do not split {tp} ways"
+        elif isinstance(m, MLA) and m.num_heads % tp:
+            return f"{m.num_heads} attention heads do not split {tp} ways"
+        elif isinstance(m, Mamba2) and m.num_heads % tp:
+            return f"{m.num_heads} SSM heads do not split {tp} ways"
+    return None
+
+
+def stage_layers(num_layers: int, pp: int) -> list[range]:
+    """Contiguous layer ranges per pipeline stage, ceil(L / pp) layers each (the last may be shorter)."""
+    per = math.ceil(num_layers / pp)
+    return [range(s * per, min(num_layers, (s + 1) * per)) for s in range(pp) if s * per < num_layers]
+
+
+def _layer_params(spec: Spec) -> tuple[tuple[int, int], ...]:
+    """(params, routed-expert params) of every layer, computed once per distinct layer kind."""
+    by_kind: dict[tuple[str, str], tuple[int, int]] = {}
+    out = []
+    for layer in spec.layers():
+        key = (layer.mixer_name, layer.ffn_name)
+        if key not in by_kind:
+            part = layer_part(spec, layer)
+            by_kind[key] = (part.total, part.by_component.get("routed_experts", 0))
+        out.append(by_kind[key])
+    return tuple(out)
+
+
+def _nonlayer_dtype(dtype: DType) -> DType:
+    """Embeddings and lm_head stay in bf16 for quantised formats (``memory.weights_bytes``)."""
+    return dtype if dtype.name in ("fp32", "bf16", "fp16") else get_dtype("bf16")
+
+
+@dataclass(frozen=True)
+class StageShare:
+    """What one GPU of a pipeline stage holds (tensor/expert split applied)."""
+
+    stage: int
+    layers: range
+    params: float  # parameters on one GPU of this stage
+    weights_bytes: float
+    kv_elements_per_token: float  # summed over the stage's layers, this GPU's share
+    layers_obj: tuple[Layer, ...]
+    kv_split: tuple[float, ...]  # per layer: fraction of that layer's KV this GPU holds
+    state_split: float  # fraction of SSM state this GPU holds (1 / tp)
+
+
+def stage_shares(spec: Spec, counts: ParamCounts, weights_total_bytes: int, dtype: DType, layout: Layout) -> list[StageShare]:
+    """Per pipeline stage, the parameters, weight bytes and KV share of one of its GPUs.
+
+    Weight bytes: the non-layer tensors (embedding, positions, final norm, lm_head) at their storage dtype,
+    and the layers' bytes (``weights_total_bytes`` minus those) in proportion to their parameters, which is
+    exact for fp32/bf16/fp16 and within the quantisation scales' share for int8/int4/fp8.
+    """
+    tp, pp, ep = layout.tp, layout.pp, layout.ep
+    m = spec.model
+    bc = counts.by_component
+    nl_dtype = _nonlayer_dtype(dtype)
+    embed = bc["embedding"] + bc["position_embedding"]
+    head = bc["lm_head"] + (m.hidden_size * (2 if m.norm == "layernorm" and m.norm_bias else 1) if m.final_norm else 0)
+    if m.tie_embeddings and pp > 1:
+        head += m.vocab_size * m.hidden_size  # the last stage keeps its own copy of the tied matrix
+    per_layer = _layer_params(spec)
+    layer_params_total = sum(p for p, _ in per_layer)
+    nonlayer_total = counts.total - layer_params_total
+    layer_bytes_total = weights_total_bytes - M._nbytes(nonlayer_total, nl_dtype)
+    bytes_per_layer_param = layer_bytes_total / layer_params_total if layer_params_total else 0.0
+    nl_bytes_per_param = nl_dtype.bits / 8
+    experts = [lay.ffn.num_experts for lay in spec.layers() if isinstance(lay.ffn, MoE)]
+    expert_frac = (math.ceil(max(experts) / ep) / max(experts)) if (experts and ep > 1) else 1.0 / tp
+    layers = spec.layers()
+    out = []
+    for s, rng in enumerate(stage_layers(m.num_layers, pp)):
+        dense = routed = 0
+        for i in rng:
+            p, r = per_layer[i]
+            dense += p - r
+            routed += r
+        gpu_layer_params = dense / tp + routed * expert_frac
+        extra = (embed if s == 0 else 0) + (head if s == pp - 1 or pp == 1 else 0)
+        params = gpu_layer_params + extra / tp
+        wbytes = gpu_layer_params * bytes_per_layer_param + extra / tp * nl_bytes_per_param
+        lay_objs = tuple(layers[i] for i in rng)
+        splits = tuple(_kv_fraction(lay, tp) for lay in lay_objs)
+        kv = sum(M.kv_elements_per_token(lay) * f for lay, f in zip(lay_objs, splits, strict=True))
+        out.append(StageShare(s, rng, params, wbytes, kv, lay_objs, splits, 1.0 / tp))
+    return out
+
+
+def _kv_fraction(layer: Layer, tp: int) -> float:
+    mix = layer.mixer
+    if isinstance(mix, Attention):
+        return 1.0 / min(tp, mix.num_kv_heads)
+    if isinstance(mix, MLA):
+        return 1.0
+    return 0.0
+
+
+def request_kv_bytes(share: StageShare, prompt: int, output: int, samples: int, dtype: DType) -> float:
+    """KV cache + SSM state one request needs on one GPU of this stage at the end of generation.
+
+    Best-of-n: the prompt's KV is written once and shared by the n samples (prefix sharing, as vLLM's
+    ``n`` sampling parameter does); each sample adds its own output tokens' KV and its own SSM state.
+    Sliding-window layers hold at most the window.
+    """
+    elements = 0.0
+    for lay, frac in zip(share.layers_obj, share.kv_split, strict=True):
+        if frac:
+            per_tok = M.kv_elements_per_token(lay) * frac
+            shared = M.cached_tokens(lay, prompt)
+            own = M.cached_tokens(lay, prompt + output) - shared
+            elements += per_tok * (shared + samples * own)
+        elements += samples * M.ssm_state_elements(lay) * share.state_split
+    return elements * dtype.bits / 8
+
+
+def max_layer_params(spec: Spec) -> int:
+    """Parameters of the largest layer (ZeRO-3 gathers one layer at a time)."""
+    return max(p for p, _ in _layer_params(spec))
