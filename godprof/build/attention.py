@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from godprof.build.layers import FactoryKwargs, RMSNorm, apply_rope, rope_cos_sin
+from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, apply_rope
 from godprof.spec import MLA, Attention
 
 
@@ -54,9 +54,10 @@ class GQAttention(nn.Module):
     used as a ring buffer (position p lives in slot p % window); keys are stored after rotary.
     """
 
-    def __init__(self, a: Attention, hidden: int, dd: FactoryKwargs):
+    def __init__(self, a: Attention, hidden: int, dd: FactoryKwargs, rope: RotaryTables):
         super().__init__()
         self.a = a
+        self.rope = rope
         self.q_proj = nn.Linear(hidden, a.num_heads * a.head_dim, bias=a.qkv_bias, **dd)
         self.k_proj = nn.Linear(hidden, a.num_kv_heads * a.head_dim, bias=a.qkv_bias, **dd)
         self.v_proj = nn.Linear(hidden, a.num_kv_heads * a.head_dim, bias=a.qkv_bias, **dd)
@@ -83,8 +84,7 @@ class GQAttention(nn.Module):
         if a.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary_dim:
-            positions = torch.arange(pos, pos + S, device=x.device)
-            cos, sin = rope_cos_sin(positions, self.rotary_dim, a.rope_theta, q.dtype)  # [S, rd]
+            cos, sin = self.rope.get(self.rotary_dim, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rd]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = self._attend(q, k, v, pos, state)  # [B, H, S, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, S, a.num_heads * a.head_dim))
@@ -160,9 +160,10 @@ class MLAttention(nn.Module):
     ``godprof.analytic.flops``.
     """
 
-    def __init__(self, a: MLA, hidden: int, dd: FactoryKwargs):
+    def __init__(self, a: MLA, hidden: int, dd: FactoryKwargs, rope: RotaryTables):
         super().__init__()
         self.a = a
+        self.rope = rope
         q_out = a.num_heads * a.qk_head_dim
         if a.q_lora_rank is None:
             self.q_proj = nn.Linear(hidden, q_out, bias=False, **dd)
@@ -192,8 +193,7 @@ class MLAttention(nn.Module):
         ckv = self.kv_a_proj_with_mqa(x)  # [B, S, r + rope]
         latent = self.kv_a_layernorm(ckv[..., :r])  # [B, S, r]
         k_pe = ckv[..., r:]  # [B, S, rope]
-        positions = torch.arange(pos, pos + S, device=x.device)
-        cos, sin = rope_cos_sin(positions, rope_d, a.rope_theta, q.dtype)  # [S, rope]
+        cos, sin = self.rope.get(rope_d, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rope]
         q_pe = apply_rope(q_pe, cos, sin)  # [B, H, S, rope]
         k_pe = apply_rope(k_pe, cos, sin)  # [B, S, rope]
         if state is not None:

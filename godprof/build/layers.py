@@ -53,6 +53,31 @@ def rope_cos_sin(
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+class RotaryTables:
+    """cos/sin tables shared by a model's rotary layers, keyed by (rotary_dim, theta, dtype, device) and
+    grown geometrically, so a decode step slices a table instead of recomputing it in every layer.
+    A plain object (not a buffer): it is derived data and must not appear in parameter counts."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reserved = 0
+
+    def reserve(self, n: int) -> None:
+        """Make later lookups up to position n - 1 hit existing tables (called by allocate_cache)."""
+        self.reserved = max(self.reserved, n)
+
+    def get(
+        self, rotary_dim: int, theta: float, pos: int, S: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # cos, sin [S, rotary_dim] for positions pos..pos+S-1
+        key = (rotary_dim, theta, dtype, device)
+        t = self.tables.get(key)
+        if t is None or t[0].shape[0] < pos + S:
+            n = max(pos + S, self.reserved, 2 * (t[0].shape[0] if t is not None else 0), 256)
+            t = rope_cos_sin(torch.arange(n, device=device), rotary_dim, theta, dtype)
+            self.tables[key] = t
+        return t[0][pos : pos + S], t[1][pos : pos + S]
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first ``rotary_dim`` features of x [..., S, D]; the rest pass through (partial rotary)."""
     rd = cos.shape[-1]
@@ -131,7 +156,11 @@ class MoELayer(nn.Module):
         flat_experts = experts_Tk.reshape(-1)  # [T*k]
         order = torch.argsort(flat_experts, stable=True)  # assignments grouped by expert
         token_of = order // self.top_k  # [T*k] source token of each sorted assignment
-        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()  # one host sync
+        if x.device.type == "meta":  # counting on meta (no values): spread the assignments evenly
+            n_assign, E = flat_experts.numel(), self.num_experts
+            counts = [n_assign // E + (1 if e < n_assign % E else 0) for e in range(E)]
+        else:
+            counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()  # one host sync
         x_sorted = x_Th[token_of]  # [T*k, h]
         outs = []
         start = 0

@@ -14,15 +14,15 @@ from torch import nn
 
 from godprof.build.attention import GQAttention, MLAttention
 from godprof.build.cache import Cache
-from godprof.build.layers import FactoryKwargs, RMSNorm, build_ffn, make_norm
+from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, build_ffn, make_norm
 from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Mixer, Spec
 
 
-def build_mixer(mixer: Mixer, hidden: int, dd: FactoryKwargs) -> nn.Module:
+def build_mixer(mixer: Mixer, hidden: int, dd: FactoryKwargs, rope: RotaryTables) -> nn.Module:
     if isinstance(mixer, Attention):
-        return GQAttention(mixer, hidden, dd)
+        return GQAttention(mixer, hidden, dd, rope)
     if isinstance(mixer, MLA):
-        return MLAttention(mixer, hidden, dd)
+        return MLAttention(mixer, hidden, dd, rope)
     from godprof.build.ssm import Mamba1Mixer, Mamba2Mixer
 
     if isinstance(mixer, Mamba1):
@@ -39,11 +39,11 @@ class Block(nn.Module):
     its residual add. A layer without FFN (pure Mamba stacks) is x + mix(n1(x)).
     """
 
-    def __init__(self, spec: Spec, layer: Layer, dd: FactoryKwargs):
+    def __init__(self, spec: Spec, layer: Layer, dd: FactoryKwargs, rope: RotaryTables):
         super().__init__()
         m = spec.model
         h = m.hidden_size
-        self.mixer = build_mixer(layer.mixer, h, dd)
+        self.mixer = build_mixer(layer.mixer, h, dd, rope)
         self.mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
         self.parallel = m.parallel_residual
         self.ffn = build_ffn(layer.ffn, h, dd) if layer.ffn is not None else None
@@ -93,7 +93,8 @@ class Model(nn.Module):
         if m.position_embedding == "learned":
             assert m.max_position_embeddings is not None
             self.embed_positions = nn.Embedding(m.max_position_embeddings, h, **dd)
-        self.layers = nn.ModuleList(Block(spec, layer, dd) for layer in spec.layers())
+        self.rope = RotaryTables()
+        self.layers = nn.ModuleList(Block(spec, layer, dd, self.rope) for layer in spec.layers())
         self.norm = make_norm(m.norm, h, m.norm_bias, dd) if m.final_norm else None
         self.lm_head = None if m.tie_embeddings else nn.Linear(h, m.vocab_size, bias=False, **dd)
         self.lm_head_bias = nn.Parameter(torch.zeros(m.vocab_size, **dd)) if m.lm_head_bias else None
@@ -110,6 +111,7 @@ class Model(nn.Module):
     def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> Cache:
         """Preallocate every layer's cache for ``batch`` sequences of up to ``max_len`` tokens."""
         dt = dtype or self.dtype
+        self.rope.reserve(max_len)
         states = []
         for block in self.layers:
             alloc = getattr(block.mixer, "allocate", None)

@@ -73,12 +73,13 @@ def selective_scan(
     n = A.shape[1]
     Q = max(1, min(256, _SCAN_ELEMENTS // max(1, Bsz * di * n)))
     Q = 1 << (Q.bit_length() - 1)  # a power of two
+    cdt = torch.promote_types(h0.dtype, torch.float32)  # fp32 (fp64 when given fp64)
     ys = []
-    h = h0
+    h = h0.to(cdt)
     for c0 in range(0, S, Q):
-        dt_c = dt[:, c0 : c0 + Q].float()  # [B, q, di]
+        dt_c = dt[:, c0 : c0 + Q].to(cdt)  # [B, q, di]
         a = torch.exp(dt_c[..., None] * A)  # [B, q, di, n]
-        b = (dt_c * u[:, c0 : c0 + Q].float())[..., None] * Bm[:, c0 : c0 + Q, None, :].float()  # [B, q, di, n]
+        b = (dt_c * u[:, c0 : c0 + Q].to(cdt))[..., None] * Bm[:, c0 : c0 + Q, None, :].to(cdt)  # [B, q, di, n]
         q = a.shape[1]
         d = 1
         while d < q:  # inclusive scan: (a, b)_t <- (a_t a_{t-d}, a_t b_{t-d} + b_t)
@@ -86,7 +87,7 @@ def selective_scan(
             a = torch.cat((a[:, :d], a[:, d:] * a[:, :-d]), dim=1)
             d *= 2
         hs = torch.addcmul(b, a, h[:, None])  # [B, q, di, n]: states after each token
-        ys.append(torch.einsum("bldn,bln->bld", hs, Cm[:, c0 : c0 + Q].float()))  # [B, q, di]
+        ys.append(torch.einsum("bldn,bln->bld", hs, Cm[:, c0 : c0 + Q].to(cdt)))  # [B, q, di]
         h = hs[:, -1]
     return torch.cat(ys, dim=1), h
 
