@@ -126,6 +126,16 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip().lower())
 
 
+def _as_number(v: Any) -> Any:
+    """YAML 1.1 reads '1.0e12' (no sign after e) as a string; accept such numeric strings."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
 class _Reader:
     def __init__(self, source: str):
         self.source = source
@@ -139,7 +149,7 @@ class _Reader:
             if required:
                 self.err("", f"missing required key '{key}'")
             return None
-        v = d[key]
+        v = _as_number(d[key])
         if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
             self.err(key, f"expected a positive number, got {v!r}")
             return None
@@ -173,7 +183,7 @@ class _Reader:
                 near = difflib.get_close_matches(str(dt), PEAK_DTYPES, n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(PEAK_DTYPES)}"
                 self.err(f"{key}.{dt}", f"unknown dtype '{dt}'{hint}")
-            elif isinstance(x, bool) or not isinstance(x, int | float) or x <= 0:
+            elif isinstance(x := _as_number(x), bool) or not isinstance(x, int | float) or x <= 0:
                 self.err(f"{key}.{dt}", f"expected a positive number of TFLOP/s, got {x!r}")
             else:
                 out[dt] = float(x) * TERA

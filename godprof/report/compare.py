@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from godprof.analytic import flops as F
 from godprof.analytic import memory as M
@@ -26,7 +26,7 @@ from godprof.report.table import Table, flatten
 
 if TYPE_CHECKING:
     from godprof.gpus import GPU
-    from godprof.spec import Spec
+    from godprof.spec import Layer, Spec
 
 COMPARE_SCHEMA = "godprof.compare/1"
 SWEEP_SCHEMA = "godprof.sweep/1"
@@ -222,6 +222,21 @@ def log_contexts(lo: int, hi: int, points: int | None = None) -> list[int]:
     return out
 
 
+class _LayersOnce:
+    """A spec whose ``layers()`` list is built once: the analytic functions walk it at every sweep point,
+    and rebuilding the Layer objects was most of a sweep's time. Everything else is the wrapped spec's."""
+
+    def __init__(self, spec: Spec):
+        self._spec = spec
+        self._layers = spec.layers()
+
+    def layers(self) -> list[Layer]:
+        return self._layers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spec, name)
+
+
 def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
     """Per (batch, context) point: cache and serving memory, prefill and decode FLOPs, TTFT and TPOT.
 
@@ -230,6 +245,7 @@ def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence
     activations) are computed once per batch; per point it costs one pass over the layers per quantity.
     """
     c = count_params(spec)
+    spec = cast("Spec", _LayersOnce(spec))
     out: list[dict[str, Any]] = []
     for s in setup_batches:
         g, b, dt, kvd = s.gpu, s.batch, s.dtype, s.kv_dtype
