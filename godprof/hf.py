@@ -781,7 +781,7 @@ def spec_document_from_hf_config(cfg: Any, source: str, name: str | None = None)
     doc: dict[str, Any] = {"name": name or _default_name(cfg, source), "family": body.pop("family")}
     doc["source"] = source
     doc["description"] = (
-        f"Imported from a Hugging Face config.json (model_type {model_type}): {body.pop('description')}."
+        f"{body.pop('description')}. Imported from a Hugging Face config.json (model_type {model_type})."
     )
     doc.update(body)
     return doc
