@@ -10,6 +10,7 @@ import typer
 
 from godprof import __version__
 from godprof.cli import compare, estimate
+from godprof.cli import plan as plan_cli
 
 app = typer.Typer(
     name="godprof",
@@ -40,6 +41,7 @@ app.command("validate")(estimate.validate_cmd)
 app.command("compare")(compare.compare_cmd)
 app.command("sweep")(compare.sweep_cmd)
 app.command("gpus")(compare.gpus_cmd)
+app.command("plan")(plan_cli.plan_cmd)
 
 
 def run() -> None:

@@ -500,3 +500,19 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
     if wl.slo_ttft_s is None and wl.slo_tpot_s is None:
         risks.append("no SLO given: the batch is sized by memory alone")
     return risks
+
+
+def batch_curve(plan: ServePlan, points: int = 24) -> list[dict[str, float]]:
+    """TTFT, TPOT and output tokens/s per GPU of the chosen layout's replica at batch sizes from 1 to the
+    memory limit (log-spaced), for the report's plot."""
+    c = plan.chosen
+    if c is None:
+        return []
+    t = _Timer(plan.spec, plan.counts, c.gpu, replace(c.layout, replicas=1), plan.workload, plan.options)
+    top = max(1, c.max_concurrency)
+    bs = sorted({max(1, round(top ** (i / (points - 1)))) for i in range(points)})
+    n = plan.workload.samples_per_prompt
+    return [
+        {"batch": b, "ttft_s": t.ttft(b), "tpot_s": t.tpot(b), "tokens_per_s_per_gpu": b * n / t.tpot(b) / c.layout.gpus_per_replica}
+        for b in bs
+    ]
