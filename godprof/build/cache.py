@@ -38,4 +38,7 @@ class Cache:
         return st if batch == self.batch else [t[:batch] for t in st]
 
     def __repr__(self) -> str:
-        return f"Cache(batch={self.batch}, max_len={self.max_len}, dtype={self.dtype}, pos={self.pos}, nbytes={self.nbytes()})"
+        return (
+            f"Cache(batch={self.batch}, max_len={self.max_len}, dtype={self.dtype}, pos={self.pos}, "
+            f"nbytes={self.nbytes()})"
+        )

@@ -47,7 +47,9 @@ def rope_cos_sin(
     positions: torch.Tensor, rotary_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables [S, rotary_dim] for absolute ``positions`` [S] (GPT-NeoX/Llama half-split layout)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim)
+    )
     freqs = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [S, rd/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [S, rd]
     return emb.cos().to(dtype), emb.sin().to(dtype)

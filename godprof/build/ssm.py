@@ -25,9 +25,7 @@ from godprof.spec import Mamba1, Mamba2
 _SCAN_ELEMENTS = 1 << 24  # Mamba-1 chunk budget: B x Q x d_inner x d_state fp32 elements per temporary
 
 
-def _causal_conv(
-    conv: nn.Conv1d, x: torch.Tensor, pos: int, conv_state: torch.Tensor | None
-) -> torch.Tensor:
+def _causal_conv(conv: nn.Conv1d, x: torch.Tensor, pos: int, conv_state: torch.Tensor | None) -> torch.Tensor:
     """Depthwise causal conv over x [B, C, S], continuing from the cached window when ``pos`` > 0.
 
     The d_conv - 1 inputs before the first new token come from the cache (zeros at the start of a
