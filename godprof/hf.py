@@ -89,6 +89,9 @@ class _Config:
 
     def int(self, keys: str | tuple[str, ...], default: Any = _REQUIRED, *, minimum: int = 1) -> int:
         k, v = self._get(keys, default)
+        return self._int_value(k, v, minimum)
+
+    def _int_value(self, k: str, v: Any, minimum: int) -> int:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
@@ -102,7 +105,7 @@ class _Config:
         k, v = self._get(keys, default)
         if v is None:
             return None
-        return self.int(k, minimum=minimum)
+        return self._int_value(k, v, minimum)
 
     def bool(self, keys: str | tuple[str, ...], default: bool) -> bool:
         k, v = self._get(keys, default)
@@ -165,7 +168,9 @@ class _Config:
 
 
 def _layout(names: list[str]) -> str | list[str] | dict[str, Any]:
-    """The shortest layout entry that resolves to ``names`` (a name, a pattern, or an explicit list)."""
+    """The most readable layout entry that resolves to ``names``: one name, a pattern (``every``,
+    ``first``, ``layers``) or, with more than two distinct entries, an explicit list. Short index
+    lists beat clever patterns (Bamba's attention on [9, 18, 27] is written as indices)."""
     n = len(names)
     values = list(dict.fromkeys(names))
     if len(values) == 1:
@@ -198,8 +203,8 @@ def _layout(names: list[str]) -> str | list[str] | dict[str, Any]:
                         "every": {"period": period, "offset": offset, "use": other},
                         "first": {"count": first, "use": default},
                     }
-                    consider(2, entry)
-        consider(1 + len(s), {"default": default, "layers": {"indices": s, "use": other}})
+                    consider(3, entry)
+        consider(1 + len(s) // 2, {"default": default, "layers": {"indices": s, "use": other}})
     assert best is not None
     return best[1]
 

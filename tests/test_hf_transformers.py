@@ -1,0 +1,224 @@
+"""Cross-check the config.json importer against transformers itself.
+
+For every supported model_type, a fixture under tests/fixtures/hf/ holds the published config.json
+values (its ``_source`` key names the URL). transformers builds the model from the same dict on the
+``meta`` device (no weights, no download, no initialisation cost) and we assert:
+
+- godprof's analytic total == sum of transformers' *parameters* (buffers such as DeepSeek-V3's
+  ``e_score_correction_bias`` or GPT-2's causal mask are not parameters and are not counted);
+- godprof's active == that total minus the routed experts a token does not use,
+  (num_experts - top_k) x (one expert's parameters), summed over transformers' expert modules;
+- the per-layer structure agrees: the number of layers holding routed experts and the number of
+  attention layers are read from the built modules, so a layout bug cannot hide behind a total that
+  happens to match.
+
+Small synthetic variants (2-6 layers, narrow widths) then exercise the config knobs the published
+configs leave at their defaults: biases, tied heads, mlp_only_layers, decoder_sparse_step,
+first_k_dense_replace, q_lora_rank null, layer periods and offsets, partial rotary, parallel
+residual on/off, Mamba-2 groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from godprof.analytic import count_params  # noqa: E402
+from godprof.hf import SUPPORTED_MODEL_TYPES, spec_from_hf_config  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hf"
+FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
+
+
+def _config(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _build(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """transformers' causal LM for ``cfg`` on the meta device, and its config object."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_cfg = AutoConfig.for_model(**clean)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_cfg)
+    return model, hf_cfg
+
+
+def _expert_modules(model: Any) -> list[Any]:
+    """transformers >= 5 stores each layer's routed experts as one ``*Experts`` module of fused 3-D
+    weights with a ``num_experts`` attribute (Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3, Jamba)."""
+    return [m for m in model.modules() if type(m).__name__.endswith("Experts") and hasattr(m, "num_experts")]
+
+
+def _hf_counts(model: Any, hf_cfg: Any) -> tuple[int, int, int]:
+    """(total parameters, active parameters, layers with routed experts) of a built model."""
+    total = sum(p.numel() for p in model.parameters())  # shared (tied) tensors are yielded once
+    inactive = 0
+    experts = _expert_modules(model)
+    for m in experts:
+        one = sum(p.numel() for p in m.parameters()) // m.num_experts
+        inactive += one * (m.num_experts - hf_cfg.num_experts_per_tok)
+    return total, total - inactive, len(experts)
+
+
+def _check(cfg: dict[str, Any], source: str) -> None:
+    spec = spec_from_hf_config(cfg, source)
+    ours = count_params(spec)
+    model, hf_cfg = _build(cfg)
+    total, active, moe_layers = _hf_counts(model, hf_cfg)
+    assert ours.total == total, f"{source}: godprof {ours.total:,} != transformers {total:,}"
+    assert ours.active == active, f"{source}: active godprof {ours.active:,} != transformers {active:,}"
+    assert sum(1 for f in spec.layer_ffns if spec.ffns[f] is not None and spec.ffns[f].type == "moe") == moe_layers
+    ours_attn = sum(1 for m in spec.layer_mixers if spec.mixers[m].kind == "attention")
+    hf_attn = sum(1 for layer in _decoder_layers(model) if _has_attention(layer))
+    assert ours_attn == hf_attn, f"{source}: {ours_attn} attention layers, transformers has {hf_attn}"
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    for name, mod in model.named_modules():
+        if name.endswith((".layers", ".h")) and isinstance(mod, torch.nn.ModuleList):
+            return list(mod)
+    raise AssertionError("no decoder layer list found")
+
+
+def _has_attention(layer: Any) -> bool:
+    return any(hasattr(layer, a) for a in ("self_attn", "attn", "attention"))
+
+
+def test_one_fixture_per_supported_model_type() -> None:
+    types = sorted({_config(p)["model_type"] for p in FIXTURE_FILES})
+    assert types == sorted(SUPPORTED_MODEL_TYPES)
+    for p in FIXTURE_FILES:
+        assert _config(p)["_source"].startswith("https://"), p.name
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=[p.stem for p in FIXTURE_FILES])
+def test_published_config_matches_transformers(path: Path) -> None:
+    _check(_config(path), str(path))
+
+
+# Exact figures the transformers build gives for the published configs (same numbers the test above
+# derives live); pinned so a regression in either side shows up with the model's name on it.
+PINNED = {
+    "llama-3-8b": (8_030_261_248, 8_030_261_248),
+    "mixtral-8x7b-v0.1": (46_702_792_704, 12_879_925_248),
+    "deepseek-v3": (671_026_404_352, 37_552_282_624),  # MTP layer excluded, as in the 671B
+    "qwen3-30b-a3b": (30_532_122_624, 3_353_032_704),
+    "jamba-v0.1": (51_570_323_328, 12_110_311_296),
+    "falcon-mamba-7b": (7_272_665_088, 7_272_665_088),
+    "gemma-2-9b": (9_241_705_984, 9_241_705_984),  # Gemma 2 report: 8,324,201,984 + 917,504,000
+    "gpt2": (124_439_808, 124_439_808),
+}
+
+
+@pytest.mark.parametrize("stem", sorted(PINNED))
+def test_pinned_counts(stem: str) -> None:
+    path = FIXTURES / f"{stem}.json"
+    c = count_params(spec_from_hf_config(_config(path), str(path)))
+    assert (c.total, c.active) == PINNED[stem]
+
+
+def _variant(stem: str, **changes: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(_config(FIXTURES / f"{stem}.json"))
+    cfg.update(changes)
+    return cfg
+
+
+_SMALL = {"hidden_size": 256, "intermediate_size": 512, "vocab_size": 1000, "num_attention_heads": 8}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # Llama with every bias on, tied head, explicit head_dim wider than hidden/heads
+    "llama-biases-tied": _variant(
+        "llama-3-8b", **_SMALL, num_hidden_layers=2, num_key_value_heads=2, head_dim=64, attention_bias=True,
+        mlp_bias=True, tie_word_embeddings=True,
+    ),
+    # Mistral with no sliding window and a derived head_dim
+    "mistral-no-window": _variant("mistral-7b-v0.1", **_SMALL, num_hidden_layers=2, num_key_value_heads=4,
+                                  sliding_window=None),
+    # Qwen2 with a sliding window from layer 2 on (mixer split into global/local)
+    "qwen2-window": _variant("qwen2.5-7b", **_SMALL, num_hidden_layers=4, num_key_value_heads=2,
+                             use_sliding_window=True, sliding_window=64, max_window_layers=2),
+    # Qwen2-MoE: dense layer 0 (mlp_only_layers), experts on every 2nd layer, shared expert + gate
+    "qwen2-moe-sparse-step": _variant(
+        "qwen1.5-moe-a2.7b", **_SMALL, num_hidden_layers=6, num_key_value_heads=8, num_experts=6,
+        num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=128,
+        decoder_sparse_step=2, mlp_only_layers=[3], qkv_bias=False,
+    ),
+    # Qwen3 dense with attention_bias (q, k, v and o)
+    "qwen3-bias": _variant("qwen3-0.6b", **_SMALL, num_hidden_layers=2, num_key_value_heads=4, head_dim=48,
+                           attention_bias=True, tie_word_embeddings=False),
+    # Qwen3-MoE with a dense first layer
+    "qwen3-moe-mlp-only": _variant(
+        "qwen3-30b-a3b", **_SMALL, num_hidden_layers=3, num_key_value_heads=2, num_experts=8,
+        num_experts_per_tok=2, moe_intermediate_size=64, mlp_only_layers=[0],
+    ),
+    # DeepSeek-V2 with q_lora_rank set, two dense first layers, attention biases
+    "deepseek-v2-qlora": _variant(
+        "deepseek-v2-lite", **_SMALL, num_hidden_layers=4, q_lora_rank=96, kv_lora_rank=64, qk_nope_head_dim=32,
+        qk_rope_head_dim=16, v_head_dim=32, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=64,
+        n_shared_experts=2, first_k_dense_replace=2, attention_bias=True,
+    ),
+    # DeepSeek-V3 shrunk: 8 routed in 2 groups, 1 dense layer, 3 shared experts
+    "deepseek-v3-small": _variant(
+        "deepseek-v3", **_SMALL, num_hidden_layers=3, q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=16,
+        qk_rope_head_dim=16, v_head_dim=16, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2,
+        moe_intermediate_size=32, n_shared_experts=3, first_k_dense_replace=1,
+    ),
+    # Gemma-2 untied, with attention biases and an explicit layer_types list
+    "gemma2-layer-types": _variant(
+        "gemma-2-9b", **_SMALL, num_hidden_layers=4, num_key_value_heads=4, head_dim=32, attention_bias=True,
+        tie_word_embeddings=False,
+        layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    ),
+    # GPT-2 with an explicit n_inner and an untied head
+    "gpt2-inner-untied": _variant("gpt2", n_embd=128, n_head=4, n_layer=2, n_inner=320, vocab_size=1000,
+                                  tie_word_embeddings=False),
+    # GPT-NeoX sequential residual (still two norms), no attention biases, tied head, half rotary
+    "neox-sequential": _variant(
+        "gpt-neox-20b", **_SMALL, num_hidden_layers=2, use_parallel_residual=False, attention_bias=False,
+        tie_word_embeddings=True, rotary_pct=0.5,
+    ),
+    # GPT-J with the whole head rotated (rotary_dim == head_dim) and an explicit n_inner
+    "gptj-full-rotary": _variant("gpt-j-6b", n_embd=128, n_head=4, n_layer=2, rotary_dim=32, n_inner=256,
+                                 vocab_size=1000),
+    # Mamba-1: expand without an explicit intermediate size, dt rank auto, biases on, untied
+    "mamba-expand": {
+        "model_type": "mamba", "hidden_size": 96, "num_hidden_layers": 2, "vocab_size": 500, "expand": 3,
+        "time_step_rank": "auto", "use_bias": True, "use_conv_bias": False, "tie_word_embeddings": False,
+    },
+    # Mamba-2 with 4 groups, biases, tied head
+    "mamba2-groups": {
+        "model_type": "mamba2", "hidden_size": 128, "num_hidden_layers": 2, "vocab_size": 500, "expand": 2,
+        "num_heads": 8, "head_dim": 32, "n_groups": 4, "state_size": 16, "use_bias": True,
+        "tie_word_embeddings": True,
+    },
+    # Jamba with attention every 3rd layer (offset 1), experts every 3rd (offset 2), auto dt rank
+    "jamba-periods": _variant(
+        "jamba-v0.1", **_SMALL, num_hidden_layers=6, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2,
+        attn_layer_period=3, attn_layer_offset=1, expert_layer_period=3, expert_layer_offset=2,
+        mamba_dt_rank="auto", mamba_proj_bias=True,
+    ),
+    # Bamba with d_head auto, two groups, MLP bias and attention on layers 0 and 3
+    "bamba-auto-head": _variant(
+        "bamba-9b", **_SMALL, num_hidden_layers=4, num_key_value_heads=4, attn_layer_indices=[0, 3],
+        mamba_n_heads=8, mamba_d_head="auto", mamba_n_groups=2, mamba_d_state=16, mlp_bias=True,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_config_knobs_match_transformers(name: str) -> None:
+    _check(VARIANTS[name], name)
