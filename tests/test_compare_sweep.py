@@ -134,19 +134,24 @@ def test_sweep_growth_laws_and_agreement_with_estimate():
             assert p["decode_flops_per_token"] == e["flops"]["decode_per_token"] + e["flops"]["ssm_decode_per_token"]
 
 
-def test_sweep_points_equal_the_roofline_functions():
-    spec = load_spec("mixtral-8x7b")
+# the sweep evaluates per-layer sums once per layer kind: check it against the plain functions on specs
+# with several kinds (jamba: attention 1 in 8, MoE 1 in 2; gemma-2: sliding-window layers alternate)
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "jamba-v0.1", "gemma-2-9b", "mamba-2.8b"])
+def test_sweep_points_equal_the_roofline_functions(name):
+    spec = load_spec(name)
     c = count_params(spec)
     g = load_gpu("h200")
-    doc = sweep([spec], [Setup(g, batch=3, context=1 << 17)], log_contexts(2048, 1 << 17, 5))
+    doc = sweep([spec], [Setup(g, batch=3, context=1 << 17)], log_contexts(1000, 1 << 17, 6))
     for p in doc["points"]:
         ctx = p["context"]
+        e = estimate(spec, Workload(batch=3, seq=ctx, logits="last"))
+        assert p["kv_cache_bytes"] == e.memory["kv_cache_bytes"]
+        assert p["prefill_flops"] == e.flops["forward"] + e.flops["ssm_scan"] + e.flops["conv"]
+        assert p["decode_flops_per_token"] == e.flops["decode_per_token"] + e.flops["ssm_decode_per_token"]
         assert p["tpot_s"] == pytest.approx(R.decode_step_time_s(spec, c, g, 3, ctx), rel=1e-12)
         assert p["ttft_s"] == pytest.approx(R.prefill_time_s(spec, c, g, 3, ctx), rel=1e-12)
         assert p["serving_bytes"] == R.serving_bytes(spec, c, 3, ctx)
         assert p["fits"] == (p["serving_bytes"] <= g.memory_bytes)
-    e = estimate(spec, Workload(batch=3, seq=2048, logits="last"))
-    assert doc["points"][0]["kv_cache_bytes"] == e.memory["kv_cache_bytes"]
 
 
 @pytest.fixture(scope="module")

@@ -174,12 +174,12 @@ def weights_touched_bytes(spec: Spec, counts: ParamCounts, tokens: int, dtype: s
         total -= emb - min(rows, spec.model.vocab_size) * per_row
     untouched = 0.0
     h = spec.model.hidden_size
-    for layer in spec.layers():
-        f = layer.ffn
+    for kind in counts.by_layer_kind:  # layers with the same FFN, counted once per kind
+        f = spec.ffns.get(kind.ffn)
         if isinstance(f, MoE):
             hit = expected_experts_touched(f.num_experts, f.top_k, tokens)
             one = _expert_bytes(h, f.expert_intermediate_size, f.gated, f.expert_bias, dt.name)
-            untouched += (f.num_experts - hit) * one
+            untouched += kind.layers * (f.num_experts - hit) * one
     return total - round(untouched)
 
 

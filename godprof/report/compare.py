@@ -222,13 +222,12 @@ def log_contexts(lo: int, hi: int, points: int | None = None) -> list[int]:
     return out
 
 
-class _LayersOnce:
-    """A spec whose ``layers()`` list is built once: the analytic functions walk it at every sweep point,
-    and rebuilding the Layer objects was most of a sweep's time. Everything else is the wrapped spec's."""
+class _Layers:
+    """A spec seen through a given list of layers (everything else is the wrapped spec's)."""
 
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, layers: list[Layer]):
         self._spec = spec
-        self._layers = spec.layers()
+        self._layers = layers
 
     def layers(self) -> list[Layer]:
         return self._layers
@@ -237,34 +236,69 @@ class _LayersOnce:
         return getattr(self._spec, name)
 
 
+class _Grouped:
+    """Per-layer sums evaluated once per distinct layer kind instead of once per layer.
+
+    Every analytic quantity a sweep needs per point is ``const + sum over layers of f(layer)``, and layers
+    with the same mixer and FFN contribute the same f. So ``q(all) = q(none) + sum_k n_k (q(one of kind k)
+    - q(none))``, exactly (integers). Maxima over layers (activations) only need one layer per kind.
+    An 80-layer dense model then costs one layer's work per point instead of 80.
+    """
+
+    def __init__(self, spec: Spec):
+        layers = spec.layers()
+        first: dict[tuple[str, str], Layer] = {}
+        n: dict[tuple[str, str], int] = {}
+        for lay in layers:
+            key = (lay.mixer_name, lay.ffn_name)
+            first.setdefault(key, lay)
+            n[key] = n.get(key, 0) + 1
+        self.full = cast("Spec", _Layers(spec, layers))
+        self.unique = cast("Spec", _Layers(spec, list(first.values())))
+        self._empty = cast("Spec", _Layers(spec, []))
+        self._kinds = [(n[k], cast("Spec", _Layers(spec, [first[k]]))) for k in first]
+        self._kv = [(n[k], first[k]) for k in first if M.kv_elements_per_token(first[k])]
+
+    def sum(self, fn: Callable[[Spec], int]) -> int:
+        base = fn(self._empty)
+        return base + sum(n * (fn(one) - base) for n, one in self._kinds)
+
+    def kv_cache_bytes(self, batch: int, context: int, bits: int) -> int:
+        """== memory.kv_cache_bytes: per-layer elements x cached tokens, summed, rounded up to bytes once."""
+        elements = sum(n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv)
+        return -((-batch * elements * bits) // 8)
+
+
 def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
     """Per (batch, context) point: cache and serving memory, prefill and decode FLOPs, TTFT and TPOT.
 
     Fields agree with ``godprof estimate`` for ``Workload(batch, seq=context, context=context)`` as in
-    ``compare_record``. Context-independent terms (weights, weights touched, SSM state, rates, chunk
-    activations) are computed once per batch; per point it costs one pass over the layers per quantity.
+    ``compare_record``, and TTFT/TPOT with ``roofline.prefill_time_s``/``decode_step_time_s`` (tests check
+    both). Context-independent terms (weights, weights touched, SSM state, rates, chunk activations) are
+    computed once per batch, and per-layer sums once per layer kind (``_Grouped``).
     """
     c = count_params(spec)
-    spec = cast("Spec", _LayersOnce(spec))
+    grp = _Grouped(spec)
+    full = grp.full
     out: list[dict[str, Any]] = []
     for s in setup_batches:
         g, b, dt, kvd = s.gpu, s.batch, s.dtype, s.kv_dtype
         cdt = get_dtype(s.cache_dtype)
         r = R.rates(g, dt, s.eff)
         weights = M.weights_bytes(c, get_dtype(dt))
-        touched = R.weights_touched_bytes(spec, c, b, dt, rows=b)
-        state = M.ssm_state_bytes(spec, b, cdt)
-        ssm_decode = F.ssm_decode_flops_per_token(spec)
-        chunk_acts = R.activation_bytes(spec, R.PREFILL_CHUNK_TOKENS, dt)
+        touched = R.weights_touched_bytes(full, c, b, dt, rows=b)
+        state = M.ssm_state_bytes(full, b, cdt)
+        ssm_decode = F.ssm_decode_flops_per_token(full)
+        chunk_acts = R.activation_bytes(grp.unique, R.PREFILL_CHUNK_TOKENS, dt)
         for ctx in contexts:
-            kv = M.kv_cache_bytes(spec, b, ctx, cdt)
-            acts = chunk_acts if ctx >= R.PREFILL_CHUNK_TOKENS else R.activation_bytes(spec, ctx, dt)
-            decode_tok = F.decode_flops_per_token(spec, c, ctx)
-            prefill = R.prefill_flops(spec, c, b, ctx)
+            kv = grp.kv_cache_bytes(b, ctx, cdt.bits)
+            acts = chunk_acts if ctx >= R.PREFILL_CHUNK_TOKENS else R.activation_bytes(grp.unique, ctx, dt)
+            decode_tok = grp.sum(lambda sp, ctx=ctx: F.decode_flops_per_token(sp, c, ctx))
+            prefill = grp.sum(lambda sp, ctx=ctx, b=b: R.prefill_flops(sp, c, b, ctx))
             # identical to R.decode_step_time_s / R.prefill_time_s, with the per-batch terms hoisted
             decode_bytes = touched + kv + 2 * state
             tpot = max(b * (decode_tok + ssm_decode) / r.flops_per_s, decode_bytes / r.bytes_per_s)
-            prefill_bytes = R.weights_touched_bytes(spec, c, b * ctx, dt, rows=b * ctx) + kv + state
+            prefill_bytes = R.weights_touched_bytes(full, c, b * ctx, dt, rows=b * ctx) + kv + state
             ttft = max(prefill / r.flops_per_s, prefill_bytes / r.bytes_per_s)
             serving = weights + kv + state + acts
             out.append({

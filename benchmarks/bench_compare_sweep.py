@@ -1,0 +1,69 @@
+"""Wall time of `godprof compare` over 10 specs and of 1,000-point `godprof sweep`s (a benchmark, not a test).
+
+Each case runs the installed `godprof` console script in fresh processes (cold interpreter, warm OS file
+cache), so the figure is what a user waits for, Python start-up included. Target: < 1 s per command.
+Plots are left out (--no-text-plot, JSON output): matplotlib's own import and rendering take ~1-2 s.
+
+    python benchmarks/bench_compare_sweep.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+PREFERRED = [
+    "llama-3-8b", "llama-3-70b", "mixtral-8x7b", "mixtral-8x22b", "mamba-2.8b", "jamba-v0.1", "deepseek-v3",
+    "qwen3-30b-a3b", "gemma-2-9b", "falcon-mamba-7b", "mistral-7b", "mamba2-2.7b",
+]  # fmt: skip
+
+
+def ten_specs() -> list[str]:
+    have = {p.stem for p in SPECS_DIR.glob("*.yaml")}
+    names = [n for n in PREFERRED if n in have] + sorted(have - set(PREFERRED))
+    names = names[:10]
+    while len(names) < 10:  # a young catalogue: repeat what exists
+        names += names[: 10 - len(names)]
+    return names
+
+
+def time_once(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ns = ap.parse_args()
+    exe = shutil.which("godprof")
+    base = [exe] if exe else [sys.executable, "-m", "godprof"]
+    specs = ten_specs()
+    cases: list[tuple[str, list[str]]] = [
+        ("compare, 10 specs, table", ["compare", *specs, "--gpu", "h100"]),
+        ("compare, 10 specs, json", ["compare", *specs, "--gpu", "h100", "--format", "json"]),
+    ]
+    for name in ("llama-3-70b", "jamba-v0.1", "mixtral-8x22b", "mamba-2.8b"):
+        if (SPECS_DIR / f"{name}.yaml").exists():
+            cases.append((f"sweep {name}, 1,000 points", ["sweep", name, "--context", "1k..1M", "--points", "1000",
+                                                         "--format", "json"]))  # fmt: skip
+    cases.append(("sweep 4 specs x 1,000 points", ["sweep", *specs[:4], "--context", "1k..1M", "--points", "1000",
+                                                   "--format", "json"]))  # fmt: skip
+    print(f"specs: {' '.join(specs)}")
+    print(f"{'case':<34} {'median':>8} {'min':>8} {'max':>8}   (s, {ns.runs} runs, fresh processes)")
+    for label, args in cases:
+        time_once(base + args)  # warm the file cache
+        ts = [time_once(base + args) for _ in range(ns.runs)]
+        flag = "" if statistics.median(ts) < 1.0 else "   <- over 1 s"
+        print(f"{label:<34} {statistics.median(ts):8.3f} {min(ts):8.3f} {max(ts):8.3f}{flag}")
+
+
+if __name__ == "__main__":
+    main()
