@@ -1,0 +1,150 @@
+"""Every bundled spec against the figures its vendor published, and `godprof specs`.
+
+Published numbers are rounded: each spec's ``published.tolerance`` is 1% unless its ``published.note``
+says why the vendor rounds harder. Specs that have a Hugging Face config among the importer's fixtures
+must also equal that import exactly (which tests/test_hf_transformers.py pins to transformers).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from godprof.analytic import count_params
+from godprof.cli.main import app
+from godprof.hf import spec_from_config_file
+from godprof.spec import FAMILIES, bundled_spec_names, load_spec
+
+REQUIRED = {
+    "llama-3-8b", "llama-3-70b", "llama-3.1-405b", "mistral-7b", "gemma-2-9b", "qwen2.5-7b", "gpt-2",
+    "gpt-3-175b", "mixtral-8x7b", "mixtral-8x22b", "grok-1", "deepseek-v3", "qwen3-30b-a3b", "mamba-2.8b",
+    "mamba2-2.7b", "falcon-mamba-7b", "jamba-v0.1", "god-1.8t",
+}  # fmt: skip
+NAMES = bundled_spec_names()
+FIXTURES = Path(__file__).parent / "fixtures" / "hf"
+runner = CliRunner()
+
+
+def test_catalogue_has_every_required_spec() -> None:
+    assert REQUIRED <= set(NAMES)
+
+
+def test_bundled_specs_are_package_resources() -> None:
+    """Found through importlib.resources (what a wheel install has), not through the checkout path."""
+    root = resources.files("godprof.specs")
+    assert {p.name for p in root.iterdir() if p.name.endswith(".yaml")} == {f"{n}.yaml" for n in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_has_source_and_published_figures(name: str) -> None:
+    spec = load_spec(name)
+    assert spec.name == name
+    assert spec.source and spec.published is not None and spec.published.params_total
+    assert spec.description
+    if spec.has_moe:
+        assert spec.published.params_active, "MoE specs publish their active count too"
+    if spec.published.tolerance > 0.01:
+        assert spec.published.note and "hence" in spec.published.note, "a wider tolerance says why"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_analytic_count_within_published_tolerance(name: str) -> None:
+    spec = load_spec(name)
+    c = count_params(spec)
+    pub = spec.published
+    assert pub is not None and pub.params_total
+    tol = pub.tolerance
+    assert abs(c.total / pub.params_total - 1) <= tol, f"total {c.total:,} vs published {pub.params_total:,}"
+    if pub.params_active:
+        assert abs(c.active / pub.params_active - 1) <= tol, f"active {c.active:,} vs {pub.params_active:,}"
+
+
+# Spec -> the fixture holding the same published config.json: equal exactly, not just within 1%.
+SAME_AS_FIXTURE = {
+    "llama-3-8b": "llama-3-8b",
+    "mistral-7b": "mistral-7b-v0.1",
+    "mixtral-8x7b": "mixtral-8x7b-v0.1",
+    "qwen2.5-7b": "qwen2.5-7b",
+    "gemma-2-9b": "gemma-2-9b",
+    "gpt-2": "gpt2",
+    "deepseek-v3": "deepseek-v3",
+    "qwen3-30b-a3b": "qwen3-30b-a3b",
+    "mamba-2.8b": "mamba-2.8b-hf",
+    "falcon-mamba-7b": "falcon-mamba-7b",
+    "jamba-v0.1": "jamba-v0.1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_AS_FIXTURE))
+def test_spec_equals_its_config_json_import(name: str) -> None:
+    spec = load_spec(name)
+    imported = spec_from_config_file(FIXTURES / f"{SAME_AS_FIXTURE[name]}.json")
+    a, b = count_params(spec), count_params(imported)
+    assert (a.total, a.active, a.matmul_per_token) == (b.total, b.active, b.matmul_per_token)
+    assert [spec.mixers[m].kind for m in spec.layer_mixers] == [imported.mixers[m].kind for m in imported.layer_mixers]
+
+
+def test_exact_figures_by_hand() -> None:
+    """Counts derived by hand from the papers' tables.
+
+    GPT-3 175B (d = 12288, 96 layers, vocab 50257, 2048 positions, tied head): per layer 12 d^2 =
+    1,811,939,328 weights + 13 d = 159,744 biases and LayerNorm parameters (qkv 3d, o d, fc1 4d, fc2 d,
+    two LayerNorms 4d) -> 1,812,099,072; x 96 = 173,961,510,912; + tokens 50257 d = 617,558,016 +
+    positions 2048 d = 25,165,824 + final LayerNorm 2d = 24,576 -> 174,604,259,328 (paper: 175.0B).
+
+    god-1.8t (d = 32768, 132 layers, 16 KV heads of 128, SwiGLU 114688, vocab 128256, untied): per layer
+    2 d^2 + 2 x d x 2048 + 3 x d x 114688 + 2d = 13,556,056,064; x 132 = 1,789,399,400,448; + 2 x
+    128256 x d = 8,405,385,216 + final norm d -> 1,797,804,818,432.
+
+    Mamba-2 2.7B (d = 2560, inner 5120, 80 heads, state 128, 1 group, vocab 50288, tied): in_proj
+    d x (2 x 5120 + 2 x 128 + 80) = 27,074,560; conv (5120 + 256) x 5 = 26,880; dt_bias, A_log, D 240;
+    gated norm 5120; out_proj 13,107,200; block norm 2560 -> 40,216,560; x 64 + 50288 d + d =
+    2,702,599,680.
+    """
+    assert count_params(load_spec("gpt-3-175b")).total == 96 * 1_812_099_072 + 617_558_016 + 25_165_824 + 24_576
+    assert count_params(load_spec("god-1.8t")).total == 132 * 13_556_056_064 + 8_405_385_216 + 32_768
+    assert count_params(load_spec("mamba2-2.7b")).total == 64 * 40_216_560 + 50_288 * 2560 + 2560
+
+
+def test_god_model_is_labelled_hypothetical() -> None:
+    spec = load_spec("god-1.8t")
+    assert spec.description is not None and spec.description.startswith("HYPOTHETICAL")
+    assert "hypothetical" in (spec.source or "") and "hypothetical" in (spec.published.note or "")
+    assert spec.family == "dense" and abs(count_params(spec).total / 1.8e12 - 1) < 0.01
+
+
+def test_specs_yaml_keys_are_known() -> None:
+    """Every bundled file parses with the safe loader and uses the family list the spec format defines."""
+    for n in NAMES:
+        doc = yaml.safe_load(resources.files("godprof.specs").joinpath(f"{n}.yaml").read_text(encoding="utf-8"))
+        assert doc["family"] in FAMILIES and doc["name"] == n
+
+
+def test_specs_command_json_lists_every_spec_with_integer_counts() -> None:
+    r = runner.invoke(app, ["specs", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    records = json.loads(r.stdout)
+    assert [x["name"] for x in records] == NAMES
+    by_name = {x["name"]: x for x in records}
+    assert by_name["mixtral-8x7b"]["params_total"] == 46_702_792_704
+    assert by_name["mixtral-8x7b"]["params_active"] == 12_879_925_248
+    assert by_name["deepseek-v3"]["published_active"] == 37_000_000_000
+    for x in records:
+        assert isinstance(x["params_total"], int) and isinstance(x["params_active"], int)
+        assert x["params_active"] <= x["params_total"]
+        assert (x["params_active"] < x["params_total"]) == (x["family"] == "moe" or x["name"] == "jamba-v0.1")
+
+
+def test_specs_command_family_filter_and_table() -> None:
+    r = runner.invoke(app, ["specs", "--family", "ssm", "--format", "json"])
+    assert r.exit_code == 0
+    assert {x["name"] for x in json.loads(r.stdout)} == {"mamba-2.8b", "mamba2-2.7b", "falcon-mamba-7b"}
+    r = runner.invoke(app, ["specs", "--family", "sparse"])
+    assert r.exit_code == 2 and "--family" in r.stderr
+    r = runner.invoke(app, ["specs"])
+    assert r.exit_code == 0 and "god-1.8t" in r.stdout and "Bundled specs" in r.stdout
