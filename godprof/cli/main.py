@@ -10,6 +10,7 @@ import typer
 
 from godprof import __version__
 from godprof.cli import compare, estimate
+from godprof.cli import measure as measure_cli
 from godprof.cli import plan as plan_cli
 from godprof.cli import specs as specs_cli
 
@@ -42,6 +43,7 @@ app.command("validate")(estimate.validate_cmd)
 app.command("compare")(compare.compare_cmd)
 app.command("sweep")(compare.sweep_cmd)
 app.command("gpus")(compare.gpus_cmd)
+app.command("measure")(measure_cli.measure_cmd)
 app.command("plan")(plan_cli.plan_cmd)
 app.command("specs")(specs_cli.specs_cmd)
 app.command("import")(specs_cli.import_cmd)

@@ -1,0 +1,28 @@
+"""Measurement of a built spec: memory, latency, energy and FLOP counts beside the analytic estimate.
+
+Imports torch (the analytic layer never does). Entry point: ``measure(spec, device, MeasureConfig())``;
+the CLI is ``godprof measure``.
+"""
+
+from godprof.measure.run import (
+    CompileFailed,
+    DoesNotFit,
+    MeasureConfig,
+    Measurement,
+    NoDevice,
+    measure,
+    resolve_device,
+)
+from godprof.measure.stats import TimingStats, percentile
+
+__all__ = [
+    "CompileFailed",
+    "DoesNotFit",
+    "MeasureConfig",
+    "Measurement",
+    "NoDevice",
+    "TimingStats",
+    "measure",
+    "percentile",
+    "resolve_device",
+]

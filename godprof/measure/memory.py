@@ -1,0 +1,113 @@
+"""Memory measurement: exact tensor bytes on CPU (a dispatch-mode tracker) and allocator stats on CUDA.
+
+CPU: ``LiveTensorBytes`` is a ``TorchDispatchMode`` that sees every tensor an aten op returns. A
+result whose storage is not one of the op's inputs' storages is a fresh allocation: its storage
+bytes are added to a live total, and a weak reference on the storage subtracts them when the storage
+is freed (the approach of torch's own ``torch.distributed._tools.mem_tracker``). Views and in-place
+results share an input's storage and are not counted twice; tensors that existed before the mode
+was entered (parameters, the preallocated cache, the input ids) are not counted at all. ``peak_bytes``
+is therefore the peak of *transient* tensor bytes (activations, logits, temporaries) during the
+traced region, exact to the byte. Not seen: allocator caching and fragmentation, memory that kernels
+allocate outside aten tensors (oneDNN scratch), Python objects.
+
+CUDA: ``cuda_phase`` reads ``torch.cuda.memory_stats`` (current and peak allocated and reserved,
+alloc retries, OOMs) after resetting the peaks for a phase, as torchtitan's memory monitor does.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+def _storages(tree: Any) -> list[torch.UntypedStorage]:
+    out = []
+    for x in tree_flatten(tree)[0]:
+        if isinstance(x, torch.Tensor) and x.device.type != "meta":
+            out.append(x.untyped_storage())
+    return out
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Current and peak bytes of tensor storages allocated while the mode is active (see module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}  # storage impl address -> bytes
+        self.current_bytes = 0
+        self.peak_bytes = 0
+        self.allocations = 0
+        self._refs: dict[int, weakref.ref] = {}
+
+    def _release(self, key: int) -> None:
+        nbytes = self.live.pop(key, 0)
+        self._refs.pop(key, None)
+        self.current_bytes -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+        kwargs = kwargs or {}
+        inputs = {s._cdata for s in _storages((args, kwargs))}
+        out = func(*args, **kwargs)
+        for st in _storages(out):
+            key = st._cdata
+            if key in inputs or key in self.live:
+                continue
+            nbytes = st.nbytes()
+            self.live[key] = nbytes
+            self._refs[key] = weakref.ref(st, lambda _r, k=key: self._release(k))
+            self.allocations += 1
+            self.current_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+        return out
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (an iterable or pytree), each counted once."""
+    seen: dict[int, int] = {}
+    for st in _storages(list(tensors) if not isinstance(tensors, torch.Tensor) else tensors):
+        seen[st._cdata] = st.nbytes()
+    return sum(seen.values())
+
+
+def module_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameter bytes, buffer bytes) of a module, each storage counted once (tied weights once)."""
+    return tensor_bytes(model.parameters()), tensor_bytes(model.buffers())
+
+
+@dataclass(frozen=True)
+class CudaPhase:
+    """torch allocator figures for one phase (bytes): at its end, and peaks since the phase began."""
+
+    allocated_bytes: int
+    reserved_bytes: int
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    alloc_retries: int
+    ooms: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cuda_reset_peaks(device: torch.device) -> None:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_phase(device: torch.device) -> CudaPhase:
+    """Allocator stats now; peaks are since the last ``cuda_reset_peaks`` (or process start)."""
+    torch.cuda.synchronize(device)
+    s = torch.cuda.memory_stats(device)
+    return CudaPhase(
+        allocated_bytes=int(s.get("allocated_bytes.all.current", 0)),
+        reserved_bytes=int(s.get("reserved_bytes.all.current", 0)),
+        peak_allocated_bytes=int(s.get("allocated_bytes.all.peak", 0)),
+        peak_reserved_bytes=int(s.get("reserved_bytes.all.peak", 0)),
+        alloc_retries=int(s.get("num_alloc_retries", 0)),
+        ooms=int(s.get("num_ooms", 0)),
+    )
