@@ -77,6 +77,10 @@ SAME_AS_FIXTURE = {
     "mamba-2.8b": "mamba-2.8b-hf",
     "falcon-mamba-7b": "falcon-mamba-7b",
     "jamba-v0.1": "jamba-v0.1",
+    "gpt-j-6b": "gpt-j-6b",
+    "mamba-codestral-7b": "mamba-codestral-7b",
+    "qwen1.5-moe-a2.7b": "qwen1.5-moe-a2.7b",
+    "qwen3-0.6b": "qwen3-0.6b",
 }
 
 
@@ -143,7 +147,9 @@ def test_specs_command_json_lists_every_spec_with_integer_counts() -> None:
 def test_specs_command_family_filter_and_table() -> None:
     r = runner.invoke(app, ["specs", "--family", "ssm", "--format", "json"])
     assert r.exit_code == 0
-    assert {x["name"] for x in json.loads(r.stdout)} == {"mamba-2.8b", "mamba2-2.7b", "falcon-mamba-7b"}
+    assert {x["name"] for x in json.loads(r.stdout)} == {
+        "mamba-2.8b", "mamba2-2.7b", "falcon-mamba-7b", "mamba-codestral-7b"
+    }  # fmt: skip
     r = runner.invoke(app, ["specs", "--family", "sparse"])
     assert r.exit_code == 2 and "--family" in r.stderr
     r = runner.invoke(app, ["specs"])
