@@ -82,8 +82,12 @@ ConfigArg = Annotated[
     Path,
     typer.Argument(help="A Hugging Face config.json (read from disk; nothing is downloaded).", show_default=False),
 ]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the spec to this file (default: standard output).")]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Spec name (default: the file name, or its folder for config.json).")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the spec to this file (default: standard output).")
+]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="Spec name (default: the file name, or its folder for config.json).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")]
 
 
