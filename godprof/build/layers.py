@@ -123,6 +123,41 @@ def build_mlp(f: MLP, hidden: int, dd: FactoryKwargs) -> DenseMLP:
     return DenseMLP(hidden, f.intermediate_size, f.gated, f.activation, f.bias, dd)
 
 
+class Experts(nn.Module):
+    """The routed experts of one MoE layer as stacked weights (transformers v5's fused MoE layout):
+    gated ``gate_up_proj`` [E, 2I, h] and ``down_proj`` [E, h, I], or plain ``fc1`` [E, I, h] and
+    ``fc2`` [E, h, I], with per-expert biases [E, 2I or I] and [E, h] when ``expert_bias``. The same
+    parameters as E separate MLPs, without E x 3 modules (DeepSeek-V3 has 14,848 experts)."""
+
+    def __init__(self, f: MoE, hidden: int, dd: FactoryKwargs):
+        super().__init__()
+        E, inter = f.num_experts, f.expert_intermediate_size
+        self.gated = f.gated
+        self.act = _ACTS[f.activation]
+        n_in = 2 * inter if f.gated else inter
+        self.w_in = nn.Parameter(torch.empty(E, n_in, hidden, **dd))  # [E, 2I or I, h]
+        self.w_out = nn.Parameter(torch.empty(E, hidden, inter, **dd))  # [E, h, I]
+        self.b_in = nn.Parameter(torch.empty(E, n_in, **dd)) if f.expert_bias else None
+        self.b_out = nn.Parameter(torch.empty(E, hidden, **dd)) if f.expert_bias else None
+
+    @torch.no_grad()
+    def init_params(self, std: float, g: torch.Generator) -> None:
+        self.w_in.normal_(0.0, std, generator=g)
+        self.w_out.normal_(0.0, std, generator=g)
+        for b in (self.b_in, self.b_out):
+            if b is not None:
+                b.zero_()
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:  # [n, h] -> [n, h]
+        hid = F.linear(x, self.w_in[e], None if self.b_in is None else self.b_in[e])  # [n, 2I or I]
+        if self.gated:
+            gate, up = hid.chunk(2, dim=-1)  # [n, I] each
+            hid = self.act(gate) * up
+        else:
+            hid = self.act(hid)
+        return F.linear(hid, self.w_out[e], None if self.b_out is None else self.b_out[e])
+
+
 class MoELayer(nn.Module):
     """Routed experts with softmax top-k routing (weights renormalised over the k chosen, as Mixtral),
     plus optional shared experts (one MLP of num_shared x size: the same parameters as separate ones)
@@ -130,6 +165,7 @@ class MoELayer(nn.Module):
 
     Tokens are grouped per expert by sorting the (token, expert) assignments; each expert runs once on
     its contiguous slice (a Python loop over experts that received tokens, never over tokens).
+    Legend: T tokens, h hidden, E experts, k top-k.
     """
 
     def __init__(self, f: MoE, hidden: int, dd: FactoryKwargs):
@@ -137,10 +173,7 @@ class MoELayer(nn.Module):
         self.top_k = f.top_k
         self.num_experts = f.num_experts
         self.router = nn.Linear(hidden, f.num_experts, bias=f.router_bias, **dd)
-        self.experts = nn.ModuleList(
-            DenseMLP(hidden, f.expert_intermediate_size, f.gated, f.activation, f.expert_bias, dd)
-            for _ in range(f.num_experts)
-        )
+        self.experts = Experts(f, hidden, dd)
         self.shared = None
         self.shared_gate = None
         if f.num_shared_experts:
@@ -168,7 +201,7 @@ class MoELayer(nn.Module):
         start = 0
         for e, n in enumerate(counts):
             if n:
-                outs.append(self.experts[e](x_sorted[start : start + n]))  # [n, h]
+                outs.append(self.experts.expert(e, x_sorted[start : start + n]))  # [n, h]
             start += n
         y_sorted = torch.cat(outs, dim=0)  # [T*k, h]
         y_sorted = y_sorted * weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype)

@@ -14,7 +14,7 @@ from torch import nn
 
 from godprof.build.attention import GQAttention, MLAttention
 from godprof.build.cache import Cache
-from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, build_ffn, make_norm
+from godprof.build.layers import Experts, FactoryKwargs, RMSNorm, RotaryTables, build_ffn, make_norm
 from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Mixer, Spec
 
 
@@ -145,7 +145,7 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, seed: int = 0) -> None:
-        """Random init on the model's device: Linear/Embedding weights ~ N(0, std), biases 0, norms 1,
+        """Random init on the model's device: Linear/Embedding/expert weights ~ N(0, std), biases 0, norms 1,
         depthwise convs ~ U(+-1/sqrt(d_conv)) (PyTorch's default bound), SSM parameters per mixer
         (``init_ssm``)."""
         g = torch.Generator(device=self.device)
@@ -160,6 +160,8 @@ class Model(nn.Module):
                 mod.weight.uniform_(-bound, bound, generator=g)
                 if mod.bias is not None:
                     mod.bias.zero_()
+            elif isinstance(mod, Experts):
+                mod.init_params(std, g)
             elif isinstance(mod, nn.LayerNorm | RMSNorm):
                 if mod.weight is not None:
                     mod.weight.fill_(1.0)
