@@ -169,14 +169,16 @@ def sweep_cmd(
         eff = _eff(compute_eff, bandwidth_eff)
         setups = [Setup(g, b, hi, dtype, kv_dtype, eff) for b in (batch or [1])]
         doc = sweep(loaded, setups, contexts)
-        tables = sweep_tables(doc)
+        tables = sweep_tables(doc) if fmt in (Format.table, Format.md) or plot is not None else []
         written = None
         if plot is not None:
             from godprof.report.plot import write_plot
 
             written = write_plot(doc, plot, tables)
     if fmt == Format.json:
-        emit_json(doc)
+        from godprof.report.compare import sweep_json
+
+        typer.echo(sweep_json(doc), nl=False)
     elif fmt == Format.csv:
         from godprof.report.table import tables_to_csv
 
