@@ -55,76 +55,209 @@ OutHelp = "Output"
 
 
 def plan_cmd(
-    spec: Annotated[str, typer.Argument(help="A spec (bundled name, YAML or config.json) or a swarm YAML file.",
-                                        show_default=False)],  # fmt: skip
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU key(s) from `godprof gpus`, comma-separated: the plan "
-                                     "compares them (h100,a100-80gb,mi300x).")] = "h100",  # fmt: skip
+    spec: Annotated[
+        str, typer.Argument(help="A spec (bundled name, YAML or config.json) or a swarm YAML file.", show_default=False)
+    ],  # fmt: skip
+    gpu: Annotated[
+        str,
+        typer.Option(
+            "--gpu",
+            "-g",
+            help="GPU key(s) from `godprof gpus`, comma-separated: the plan compares them (h100,a100-80gb,mi300x).",
+        ),
+    ] = "h100",  # fmt: skip
     gpu_file: Annotated[list[Path] | None, typer.Option("--gpu-file", help="Your own GPU YAML; repeatable.")] = None,
-    workload: Annotated[Path | None, typer.Option("--workload", "-w", help="Workload YAML (prompt/output tokens, "
-                        "concurrency or rate, samples, SLOs); the options below override its values.",
-                        rich_help_panel=Help)] = None,  # fmt: skip
-    prompt_tokens: Annotated[int | None, typer.Option("--prompt-tokens", min=1, help="Prompt tokens per request "
-                             "[default: 1024].", rich_help_panel=Help)] = None,  # fmt: skip
-    output_tokens: Annotated[int | None, typer.Option("--output-tokens", min=1, help="Generated tokens per sample "
-                             "[default: 256].", rich_help_panel=Help)] = None,  # fmt: skip
-    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Requests in flight at once.",
-                           rich_help_panel=Help)] = None,  # fmt: skip
-    rate: Annotated[float | None, typer.Option("--rate", min=0.0, help="Request arrivals per second (instead of "
-                    "--concurrency).", rich_help_panel=Help)] = None,  # fmt: skip
-    samples: Annotated[int | None, typer.Option("--samples-per-prompt", "-n", min=1, help="Best-of-n samples per "
-                       "request; they share the prompt's KV cache.", rich_help_panel=Help)] = None,  # fmt: skip
-    slo_ttft: Annotated[str | None, typer.Option("--slo-ttft", help="Max time to first token: 500ms, 1s, 0.2 "
-                        "(seconds).", rich_help_panel=Help)] = None,  # fmt: skip
-    slo_tpot: Annotated[str | None, typer.Option("--slo-tpot", help="Max time per output token: 50ms, 0.05.",
-                        rich_help_panel=Help)] = None,  # fmt: skip
-    dtype: Annotated[str | None, typer.Option("--dtype", "-d", help="Weight format: bf16, fp16, fp32, fp8, int8, "
-                     "int4 [default: the workload's, else bf16].")] = None,  # fmt: skip
-    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="KV cache format [default: activation dtype].",
-                        rich_help_panel=Help)] = None,  # fmt: skip
-    max_gpus: Annotated[int | None, typer.Option("--max-gpus", min=1, help="Cap on the GPUs of the plan (all "
-                        "replicas; a swarm's total).")] = None,  # fmt: skip
-    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="GPUs per node: the largest "
-                             "tensor-parallel group.")] = 8,  # fmt: skip
-    usd_per_gpu_hour: Annotated[float | None, typer.Option("--usd-per-gpu-hour", min=0.0, help="Price of one "
-                                "GPU-hour, for cost per 1M tokens and training cost.")] = None,  # fmt: skip
-    headroom: Annotated[float, typer.Option("--headroom", min=0.0, max=0.9, help="Fraction of each GPU's memory "
-                        "kept free (CUDA context, fragmentation, workspace).")] = 0.1,  # fmt: skip
-    idle_power: Annotated[float, typer.Option("--idle-power-fraction", min=0.0, max=1.0, help="Board power at "
-                          "idle as a fraction of TDP (energy model).")] = 0.2,  # fmt: skip
-    against: Annotated[str | None, typer.Option("--against", help="With a swarm file: a dense model serving the "
-                       "same traffic, shown side by side.", rich_help_panel=Help)] = None,  # fmt: skip
-    train: Annotated[bool, typer.Option("--train", help="Plan a training run instead of serving.",
-                     rich_help_panel=TrainHelp)] = False,  # fmt: skip
-    tokens: Annotated[str, typer.Option("--tokens", help="Training tokens (1.4T, 300B) or 'chinchilla' "
-                      "(20 per parameter).", rich_help_panel=TrainHelp)] = "chinchilla",  # fmt: skip
-    mfu: Annotated[float, typer.Option("--mfu", min=0.01, max=1.0, help="Fraction of the dense peak the "
-                   "executed FLOPs (recomputation included) run at.", rich_help_panel=TrainHelp)] = 0.4,  # fmt: skip
-    zero: Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 0 none, 1 optimizer state, "
-                    "2 + gradients, 3 + weights sharded over data parallel.", rich_help_panel=TrainHelp)] = 1,  # fmt: skip
-    recompute: Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation.",
-                         rich_help_panel=TrainHelp)] = Recompute.selective,  # fmt: skip
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer (state bytes per parameter).",
-                         rich_help_panel=TrainHelp)] = Optimizer.adamw,  # fmt: skip
-    seq: Annotated[str, typer.Option("--seq", help="Training sequence length (4096, 8k).",
-                   rich_help_panel=TrainHelp)] = "4096",  # fmt: skip
-    micro_batch: Annotated[int, typer.Option("--micro-batch", min=1, help="Sequences per GPU per micro-step.",
-                           rich_help_panel=TrainHelp)] = 1,  # fmt: skip
-    global_batch_tokens: Annotated[str, typer.Option("--global-batch-tokens", help="Tokens per optimizer step "
-                                   "(caps data parallelism).", rich_help_panel=TrainHelp)] = "4M",  # fmt: skip
-    failure_rate: Annotated[float | None, typer.Option("--failure-rate-per-gpu-hour", min=0.0, help="Failures "
-                            "per GPU-hour [default: 1.97e-5, Llama 3's 16k-GPU run].",
-                            rich_help_panel=TrainHelp)] = None,  # fmt: skip
-    checkpoint_write_s: Annotated[float | None, typer.Option("--checkpoint-write-s", min=0.0, help="Seconds to "
-                                  "write one checkpoint [default: size / 10 GB/s].",
-                                  rich_help_panel=TrainHelp)] = None,  # fmt: skip
-    cluster_gpus: Annotated[int | None, typer.Option("--cluster-gpus", min=1, help="GPUs for the run [default: "
-                            "the smallest count that fits].", rich_help_panel=TrainHelp)] = None,  # fmt: skip
-    fmt: Annotated[PlanFormat, typer.Option("--format", "-f", help="table, json (stable keys), md or html "
-                   "(self-contained capacity-planning documents).", rich_help_panel=OutHelp)] = PlanFormat.table,  # fmt: skip
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to this file instead "
-                      "of stdout.", rich_help_panel=OutHelp)] = None,  # fmt: skip
-    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Embed a figure in md/html (needs matplotlib).",
-                    rich_help_panel=OutHelp)] = True,  # fmt: skip
+    workload: Annotated[
+        Path | None,
+        typer.Option(
+            "--workload",
+            "-w",
+            help="Workload YAML (prompt/output tokens, "
+            "concurrency or rate, samples, SLOs); the options below override its values.",
+            rich_help_panel=Help,
+        ),
+    ] = None,  # fmt: skip
+    prompt_tokens: Annotated[
+        int | None,
+        typer.Option("--prompt-tokens", min=1, help="Prompt tokens per request [default: 1024].", rich_help_panel=Help),
+    ] = None,  # fmt: skip
+    output_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--output-tokens", min=1, help="Generated tokens per sample [default: 256].", rich_help_panel=Help
+        ),
+    ] = None,  # fmt: skip
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Requests in flight at once.", rich_help_panel=Help)
+    ] = None,  # fmt: skip
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", min=0.0, help="Request arrivals per second (instead of --concurrency).", rich_help_panel=Help
+        ),
+    ] = None,  # fmt: skip
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            "--samples-per-prompt",
+            "-n",
+            min=1,
+            help="Best-of-n samples per request; they share the prompt's KV cache.",
+            rich_help_panel=Help,
+        ),
+    ] = None,  # fmt: skip
+    slo_ttft: Annotated[
+        str | None,
+        typer.Option("--slo-ttft", help="Max time to first token: 500ms, 1s, 0.2 (seconds).", rich_help_panel=Help),
+    ] = None,  # fmt: skip
+    slo_tpot: Annotated[
+        str | None, typer.Option("--slo-tpot", help="Max time per output token: 50ms, 0.05.", rich_help_panel=Help)
+    ] = None,  # fmt: skip
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            "-d",
+            help="Weight format: bf16, fp16, fp32, fp8, int8, int4 [default: the workload's, else bf16].",
+        ),
+    ] = None,  # fmt: skip
+    kv_dtype: Annotated[
+        str | None,
+        typer.Option("--kv-dtype", help="KV cache format [default: activation dtype].", rich_help_panel=Help),
+    ] = None,  # fmt: skip
+    max_gpus: Annotated[
+        int | None,
+        typer.Option("--max-gpus", min=1, help="Cap on the GPUs of the plan (all replicas; a swarm's total)."),
+    ] = None,  # fmt: skip
+    gpus_per_node: Annotated[
+        int, typer.Option("--gpus-per-node", min=1, help="GPUs per node: the largest tensor-parallel group.")
+    ] = 8,  # fmt: skip
+    usd_per_gpu_hour: Annotated[
+        float | None,
+        typer.Option(
+            "--usd-per-gpu-hour", min=0.0, help="Price of one GPU-hour, for cost per 1M tokens and training cost."
+        ),
+    ] = None,  # fmt: skip
+    headroom: Annotated[
+        float,
+        typer.Option(
+            "--headroom",
+            min=0.0,
+            max=0.9,
+            help="Fraction of each GPU's memory kept free (CUDA context, fragmentation, workspace).",
+        ),
+    ] = 0.1,  # fmt: skip
+    idle_power: Annotated[
+        float,
+        typer.Option(
+            "--idle-power-fraction", min=0.0, max=1.0, help="Board power at idle as a fraction of TDP (energy model)."
+        ),
+    ] = 0.2,  # fmt: skip
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="With a swarm file: a dense model serving the same traffic, shown side by side.",
+            rich_help_panel=Help,
+        ),
+    ] = None,  # fmt: skip
+    train: Annotated[
+        bool, typer.Option("--train", help="Plan a training run instead of serving.", rich_help_panel=TrainHelp)
+    ] = False,  # fmt: skip
+    tokens: Annotated[
+        str,
+        typer.Option(
+            "--tokens",
+            help="Training tokens (1.4T, 300B) or 'chinchilla' (20 per parameter).",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = "chinchilla",  # fmt: skip
+    mfu: Annotated[
+        float,
+        typer.Option(
+            "--mfu",
+            min=0.01,
+            max=1.0,
+            help="Fraction of the dense peak the executed FLOPs (recomputation included) run at.",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = 0.4,  # fmt: skip
+    zero: Annotated[
+        int,
+        typer.Option(
+            "--zero",
+            min=0,
+            max=3,
+            help="ZeRO stage: 0 none, 1 optimizer state, 2 + gradients, 3 + weights sharded over data parallel.",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = 1,  # fmt: skip
+    recompute: Annotated[
+        Recompute, typer.Option("--recompute", help="Activation recomputation.", rich_help_panel=TrainHelp)
+    ] = Recompute.selective,  # fmt: skip
+    optimizer: Annotated[
+        Optimizer, typer.Option("--optimizer", help="Optimizer (state bytes per parameter).", rich_help_panel=TrainHelp)
+    ] = Optimizer.adamw,  # fmt: skip
+    seq: Annotated[
+        str, typer.Option("--seq", help="Training sequence length (4096, 8k).", rich_help_panel=TrainHelp)
+    ] = "4096",  # fmt: skip
+    micro_batch: Annotated[
+        int, typer.Option("--micro-batch", min=1, help="Sequences per GPU per micro-step.", rich_help_panel=TrainHelp)
+    ] = 1,  # fmt: skip
+    global_batch_tokens: Annotated[
+        str,
+        typer.Option(
+            "--global-batch-tokens",
+            help="Tokens per optimizer step (caps data parallelism; 4M = 4e6).",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = "4194304",  # fmt: skip
+    failure_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--failure-rate-per-gpu-hour",
+            min=0.0,
+            help="Failures per GPU-hour [default: 1.97e-5, Llama 3's 16k-GPU run].",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = None,  # fmt: skip
+    checkpoint_write_s: Annotated[
+        float | None,
+        typer.Option(
+            "--checkpoint-write-s",
+            min=0.0,
+            help="Seconds to write one checkpoint [default: size / 10 GB/s].",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = None,  # fmt: skip
+    cluster_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--cluster-gpus",
+            min=1,
+            help="GPUs for the run [default: the smallest count that fits].",
+            rich_help_panel=TrainHelp,
+        ),
+    ] = None,  # fmt: skip
+    fmt: Annotated[
+        PlanFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json (stable keys), md or html (self-contained capacity-planning documents).",
+            rich_help_panel=OutHelp,
+        ),
+    ] = PlanFormat.table,  # fmt: skip
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the report to this file instead of stdout.", rich_help_panel=OutHelp
+        ),
+    ] = None,  # fmt: skip
+    plot: Annotated[
+        bool,
+        typer.Option("--plot/--no-plot", help="Embed a figure in md/html (needs matplotlib).", rich_help_panel=OutHelp),
+    ] = True,  # fmt: skip
 ) -> None:
     """How many GPUs, of which kind, laid out how, at what latency, energy and cost: serving, training,
     or a swarm of specialists against one dense model.
@@ -209,8 +342,10 @@ def plan_cmd(
                                   global_batch_tokens, failure_rate, checkpoint_write_s, cluster_gpus, max_gpus,
                                   gpus_per_node, usd_per_gpu_hour, headroom, idle_power), "train"  # fmt: skip
         else:
-            opts = ServeOptions(dtype=dt, kv_dtype=kv, max_gpus=max_gpus, gpus_per_node=gpus_per_node,
-                                headroom=headroom, usd_per_gpu_hour=usd_per_gpu_hour, idle_fraction=idle_power)  # fmt: skip
+            opts = ServeOptions(
+                dtype=dt, kv_dtype=kv, max_gpus=max_gpus, gpus_per_node=gpus_per_node, headroom=headroom,
+                usd_per_gpu_hour=usd_per_gpu_hour, idle_fraction=idle_power,
+            )  # fmt: skip
             if swarm:
                 assert swarm_file is not None
                 result, kind = _swarm(swarm_file, gpus, wl, opts, against), "swarm"

@@ -109,7 +109,9 @@ class StageShare:
     state_split: float  # fraction of SSM state this GPU holds (1 / tp)
 
 
-def stage_shares(spec: Spec, counts: ParamCounts, weights_total_bytes: int, dtype: DType, layout: Layout) -> list[StageShare]:
+def stage_shares(
+    spec: Spec, counts: ParamCounts, weights_total_bytes: int, dtype: DType, layout: Layout
+) -> list[StageShare]:
     """Per pipeline stage, the parameters, weight bytes and KV share of one of its GPUs.
 
     Weight bytes: the non-layer tensors (embedding, positions, final norm, lm_head) at their storage dtype,

@@ -33,6 +33,11 @@ def _tps(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
+def _flops(x: float) -> str:
+    """Large FLOP counts in scientific notation (6.19e23 FLOP), which is how training budgets are quoted."""
+    return fmt_flops(x) if x < 1e18 else f"{x:.3g} FLOP".replace("e+", "e")
+
+
 def _hours(h: float) -> str:
     if h >= 24 * 365:
         return f"{h / 24 / 365:.2f} years"
@@ -65,8 +70,8 @@ def serve_tables(p: ServePlan) -> list[Table]:
     c = p.chosen
     tables = []
     if c is None:
-        t = Table(f"{head}\nDoes not fit", ["what is missing"])
-        t.add(p.missing or "")
+        t = Table(f"{head}\nDoes not fit", ["", "what is missing"])
+        t.add("does not fit", p.missing or "")
     else:
         t = Table(f"{head}\nPlan: {c.layout.gpus} x {c.gpu.name} ({c.layout.label()})", ["item", "value"])
         usable = c.gpu.memory_bytes * (1 - p.options.headroom)
@@ -93,9 +98,9 @@ def serve_tables(p: ServePlan) -> list[Table]:
     tables.append(t)
     tables.append(alternatives_table(p))
     if p.risks:
-        r = Table("Risks", ["risk"])
-        for x in p.risks:
-            r.add(x)
+        r = Table("Risks", ["#", "risk"])
+        for i, x in enumerate(p.risks, 1):
+            r.add(i, x)
         tables.append(r)
     return tables
 
@@ -140,15 +145,15 @@ def train_tables(p: TrainPlan) -> list[Table]:
     s = Table(f"{head}\nCompute", ["quantity", "value"])
     s.add("parameters (active)", f"{fmt_params(p.counts.total)} ({fmt_params(p.counts.active)})")
     s.add("tokens", f"{fmt_params(p.tokens)} ({p.tokens_source})")
-    s.add("training FLOPs (with recomputation)", fmt_flops(p.flops["hardware"]))
-    s.add("model FLOPs (no recomputation)", fmt_flops(p.flops["model"]))
-    s.add("6ND (reference)", fmt_flops(p.flops["six_nd"]))
+    s.add("training FLOPs (with recomputation)", _flops(p.flops["hardware"]))
+    s.add("model FLOPs (no recomputation)", _flops(p.flops["model"]))
+    s.add("6ND (reference)", _flops(p.flops["six_nd"]))
     s.add("GPU-hours", f"{p.gpu_hours:,.0f}")
     s.add("effective MFU (model FLOPs)", f"{p.effective_mfu:.3f}")
     tables = [s]
     if p.chosen is None:
-        t = Table("Does not fit", ["what is missing"])
-        t.add(p.missing or "")
+        t = Table("Does not fit", ["", "what is missing"])
+        t.add("does not fit", p.missing or "")
         tables.append(t)
     else:
         c = p.chosen
@@ -180,7 +185,10 @@ def train_tables(p: TrainPlan) -> list[Table]:
         run.add("energy (GPU boards)", f"{r['energy_mwh']:,.1f} MWh")
         run.add("cost", _usd(r["cost_usd"]))
         run.add("checkpoint (weights + optimizer)", fmt_bytes(r["checkpoint_bytes"]))
-        run.add("checkpoint write", fmt_seconds(r["checkpoint_write_s"]) + (" (assumed 10 GB/s)" if r["checkpoint_write_assumed"] else ""))
+        run.add(
+            "checkpoint write",
+            fmt_seconds(r["checkpoint_write_s"]) + (" (assumed 10 GB/s)" if r["checkpoint_write_assumed"] else ""),
+        )
         run.add("failure rate", f"{r['failure_rate_per_gpu_hour']:.3g} per GPU-hour")
         if r["mtbf_hours"] is not None:
             run.add("job MTBF", _hours(r["mtbf_hours"]))
@@ -194,9 +202,9 @@ def train_tables(p: TrainPlan) -> list[Table]:
                 "yes" if a.fits else "no", a.reason or "")  # fmt: skip
     tables.append(alt)
     if p.risks:
-        rk = Table("Risks", ["risk"])
-        for x in p.risks:
-            rk.add(x)
+        rk = Table("Risks", ["#", "risk"])
+        for i, x in enumerate(p.risks, 1):
+            rk.add(i, x)
         tables.append(rk)
     return tables
 
@@ -219,9 +227,9 @@ def swarm_tables(sp: SwarmPlan) -> list[Table]:
     tables = [mt]
     tables.append(versus_table(sp))
     if sp.risks:
-        rk = Table("Risks", ["risk"])
-        for x in sp.risks:
-            rk.add(x)
+        rk = Table("Risks", ["#", "risk"])
+        for i, x in enumerate(sp.risks, 1):
+            rk.add(i, x)
         tables.append(rk)
     return tables
 
@@ -310,7 +318,11 @@ def _plot_png(kind: str, plan: Any) -> bytes | None:
                 return None
             d = summarize_dense(plan.against)
             s = plan.totals
-            keys = [("GPUs", "gpus", 1), ("power kW", "power_w", 1e-3), ("Wh / 1M tok", "energy_kwh_per_million_tokens", 1e3)]
+            keys = [
+                ("GPUs", "gpus", 1),
+                ("power kW", "power_w", 1e-3),
+                ("Wh / 1M tok", "energy_kwh_per_million_tokens", 1e3),
+            ]
             fig, axes = plt.subplots(1, len(keys), figsize=(8, 3))
             for ax, (label, key, scale) in zip(axes, keys, strict=True):
                 ax.bar(["swarm", "dense"], [s[key] * scale, d[key] * scale], color=["tab:blue", "tab:orange"])
@@ -332,7 +344,7 @@ def _method_lines(kind: str) -> list[str]:
         "Latency is a roofline bound on each GPU, max(FLOPs / (peak × 0.6), bytes / (bandwidth × 0.8)) unless the "
         "GPU database holds measured rates (godprof.analytic.roofline), split ideally over tensor-parallel ranks.",
         "Tensor-parallel all-reduce (two per block) costs 2(tp−1)/tp × bytes / link bandwidth (ring all-reduce, "
-        "Patarasuk & Yuan 2009; NCCL's bus-bandwidth factor); per-message latency is left out.",
+        "Patarasuk & Yuan 2009; NCCL's bus-bandwidth factor) plus 5 µs latency per all-reduce.",
         "Power per GPU = TDP × (0.2 + 0.8 × u), u = compute utilisation + ½ × HBM utilisation (capped at 1); "
         "GPU boards only: multiply by your PUE for the facility.",
     ]
@@ -384,15 +396,15 @@ def _summary(kind: str, plan: Any) -> str:
             return f"**Does not fit.** {plan.missing}"
         return (
             f"Serve **{plan.spec.name}** on **{c.layout.gpus} × {c.gpu.name}** ({c.layout.label()}): TTFT "
-            f"{fmt_seconds(c.ttft_s)}, TPOT {fmt_seconds(c.tpot_s)}, {_tps(c.tokens_per_s_per_gpu)} output tokens/s per "
-            f"GPU, {_kwh(c.energy_kwh_per_mtok)} and {_usd(c.usd_per_mtok)} per million output tokens."
+            f"{fmt_seconds(c.ttft_s)}, TPOT {fmt_seconds(c.tpot_s)}, {_tps(c.tokens_per_s_per_gpu)} output "
+            f"tokens/s per GPU, {_kwh(c.energy_kwh_per_mtok)} and {_usd(c.usd_per_mtok)} per million output tokens."
         )
     if kind == "train":
         if plan.chosen is None:
             return f"**Does not fit.** {plan.missing}"
         r = plan.run
         return (
-            f"Train **{plan.spec.name}** on {fmt_params(plan.tokens)} tokens: {fmt_flops(plan.flops['hardware'])}, "
+            f"Train **{plan.spec.name}** on {fmt_params(plan.tokens)} tokens: {_flops(plan.flops['hardware'])}, "
             f"**{plan.gpu_hours:,.0f} GPU-hours** on {plan.gpu.name}; the smallest layout that fits uses "
             f"{plan.smallest.layout.gpus} GPUs; on {r['gpus']} GPUs the run takes {_hours(r['wall_clock_hours'])} and "
             f"{r['energy_mwh']:,.1f} MWh."
@@ -489,7 +501,9 @@ def html_report(kind: str, plan: Any, plot: bool = True) -> str:
     """A self-contained HTML document (inline CSS, plot as a data: URI)."""
     title = _title(kind, plan)
     body = [f"<h1>{html.escape(title)}</h1>", f'<p class="summary">{_md_inline(_summary(kind, plan))}</p>']
-    body.append("<h2>Assumptions</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in _assumptions(kind, plan)) + "</ul>")
+    body.append(
+        "<h2>Assumptions</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in _assumptions(kind, plan)) + "</ul>"
+    )
     body.append("<h2>Plan</h2>")
     body += [_html_table(t) for t in _tables(kind, plan) if t.title != "Risks"]
     png = _plot_png(kind, plan) if plot else None

@@ -12,7 +12,9 @@ communication:
 - Tensor-parallel all-reduce after each token mixer and each FFN (Megatron-LM's two per block), of
   tokens x hidden activations, costed as a ring all-reduce: 2 (tp - 1) / tp x bytes / link bandwidth
   (Patarasuk & Yuan 2009; the "bus bandwidth" factor of NCCL's performance notes, nccl-tests
-  doc/PERFORMANCE.md). Per-message latency (~5-10 us) is left out, which flatters small-batch decode.
+  doc/PERFORMANCE.md), plus ``ALLREDUCE_LATENCY_S`` per all-reduce (the alpha of the alpha-beta cost
+  model: ~5 us for a one-shot NVLink all-reduce of a small message, as vLLM's custom all-reduce
+  achieves), which dominates decode at small batch.
 - Pipeline stages pass tokens x hidden activations point to point, over the GPU's interconnect inside a
   node and ``INTERNODE_BYTES_PER_S`` (400 Gb/s InfiniBand per GPU) when a replica spans nodes.
 - Decode under pp keeps every stage busy with pp micro-batches of batch/pp sequences, so a token's step
@@ -47,6 +49,7 @@ from godprof.plan.power import IDLE_FRACTION, cost_per_million, energy_kwh_per_m
 from godprof.plan.workload import ServingWorkload
 from godprof.spec import MoE, Spec
 
+ALLREDUCE_LATENCY_S = 5e-6  # per all-reduce: small-message latency on NVLink
 INTERNODE_BYTES_PER_S = 50e9  # 400 Gb/s NDR InfiniBand, one NIC per GPU
 PP_CHOICES = (1, 2, 4, 8, 16)
 DEFAULT_MAX_REPLICA_GPUS = 64  # the search never builds one replica from more than 8 nodes
@@ -212,7 +215,9 @@ class ServePlan:
 class _Timer:
     """Per-layout latency model (see the module docstring), memoised over batch sizes."""
 
-    def __init__(self, spec: Spec, counts: ParamCounts, gpu: Any, layout: Layout, wl: ServingWorkload, opts: ServeOptions):
+    def __init__(
+        self, spec: Spec, counts: ParamCounts, gpu: Any, layout: Layout, wl: ServingWorkload, opts: ServeOptions
+    ):
         self.spec, self.counts, self.gpu, self.layout, self.wl, self.opts = spec, counts, gpu, layout, wl, opts
         self.act_bytes = 2 if get_dtype(opts.dtype).bits != 32 else 4
         self.rates = R.rates(gpu, opts.dtype)
@@ -223,16 +228,21 @@ class _Timer:
         self.allreduce_per_token_s = (
             0.0 if tp == 1 else n_ar * 2 * (tp - 1) / tp * spec.model.hidden_size * self.act_bytes / self.link
         )
+        self.allreduce_latency_s = 0.0 if tp == 1 else n_ar * ALLREDUCE_LATENCY_S  # per forward pass
         self.p2p_per_token_s = (pp - 1) * spec.model.hidden_size * self.act_bytes / self.p2p_link
         self.ctx = wl.prompt_tokens + max(1, wl.output_tokens // 2)
         self._decode: dict[int, tuple[float, float, float, str]] = {}
         p = wl.prompt_tokens
         r = R.prefill_time_s(spec, counts, gpu, 1, p, opts.dtype, kv_dtype=opts.kv_dtype)
-        comm = p * (self.allreduce_per_token_s + self.p2p_per_token_s)
+        comm = p * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
         self.prefill_s = r / tp + comm
-        self.prefill_util = self._util(
-            R.prefill_flops(spec, counts, 1, p), R.prefill_bytes(spec, counts, 1, p, opts.dtype, opts.kv_dtype), r
-        ) * (r / tp) / self.prefill_s
+        self.prefill_util = (
+            self._util(
+                R.prefill_flops(spec, counts, 1, p), R.prefill_bytes(spec, counts, 1, p, opts.dtype, opts.kv_dtype), r
+            )
+            * (r / tp)
+            / self.prefill_s
+        )
 
     def _util(self, flops: float, nbytes: float, roof_s: float) -> float:
         c = flops / (roof_s * self.rates.flops_per_s)
@@ -264,7 +274,7 @@ class _Timer:
         if requests not in self._decode:
             seqs = math.ceil(requests * self.wl.samples_per_prompt / self.layout.pp)
             roof, flops, nbytes = self.decode_roofline(seqs)
-            comm = seqs * (self.allreduce_per_token_s + self.p2p_per_token_s)
+            comm = seqs * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
             step = roof / self.layout.tp + comm
             util = self._util(flops, nbytes, roof) * (roof / self.layout.tp) / step
             bound = "compute" if flops / self.rates.flops_per_s > nbytes / self.rates.bytes_per_s else "memory"
@@ -312,7 +322,9 @@ def _smallest(lo: int, hi: int, ok) -> int:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(spec: Spec, counts: ParamCounts, gpu: Any, tp: int, pp: int, wl: ServingWorkload, opts: ServeOptions) -> Candidate:
+def evaluate(
+    spec: Spec, counts: ParamCounts, gpu: Any, tp: int, pp: int, wl: ServingWorkload, opts: ServeOptions
+) -> Candidate:
     """Memory, SLOs, replicas and figures of one GPU type and (tp, pp) layout for the workload."""
     dt = get_dtype(opts.dtype)
     from godprof.analytic.workload import Workload
@@ -331,7 +343,8 @@ def evaluate(spec: Spec, counts: ParamCounts, gpu: Any, tp: int, pp: int, wl: Se
 
     cand = Candidate(gpu, layout, False)
     max_conc = min(
-        (math.floor((usable - s.weights_bytes - acts) / kv) if kv > 0 else (1 << 30)) for s, kv in zip(shares, per_req, strict=True)
+        (math.floor((usable - s.weights_bytes - acts) / kv) if kv > 0 else (1 << 30))
+        for s, kv in zip(shares, per_req, strict=True)
     )
     if max_conc < 1:
         need = max(stage_need(s, kv, 1) for s, kv in zip(shares, per_req, strict=True))
@@ -385,7 +398,9 @@ def _memory(shares: list[StageShare], per_req: list[float], acts: float, b: int)
     return out
 
 
-def _fill(c: Candidate, t: _Timer, shares, per_req, acts, b: int, replicas: int, wl: ServingWorkload, opts: ServeOptions) -> None:
+def _fill(
+    c: Candidate, t: _Timer, shares, per_req, acts, b: int, replicas: int, wl: ServingWorkload, opts: ServeOptions
+) -> None:
     c.batch = b
     step, dutil, comm_share, bound = t.decode(b)
     c.decode_step_s, c.prefill_s, c.comm_share, c.bound = step, t.prefill_s, comm_share, bound
@@ -395,7 +410,11 @@ def _fill(c: Candidate, t: _Timer, shares, per_req, acts, b: int, replicas: int,
     c.tokens_per_s = per_replica * replicas
     c.tokens_per_s_per_gpu = per_replica / c.layout.gpus_per_replica
     c.requests_per_s = t.request_rate(b) * replicas
-    c.load = (wl.rate_per_s / replicas / t.request_rate(c.batch_limit or b)) if wl.rate_per_s else b / max(1, c.batch_limit or b)
+    c.load = (
+        (wl.rate_per_s / replicas / t.request_rate(c.batch_limit or b))
+        if wl.rate_per_s
+        else b / max(1, c.batch_limit or b)
+    )
     prefill_time = b * t.prefill_s / wl.output_tokens
     util = (step * dutil + prefill_time * t.prefill_util) / (step + prefill_time)
     c.power_w_per_gpu = gpu_power_w(c.gpu.tdp_w, util, opts.idle_fraction)
@@ -451,17 +470,19 @@ def _missing(plan: ServePlan) -> str:
     cap = plan.options.max_gpus or DEFAULT_MAX_REPLICA_GPUS
     if over_cap:
         c = min(over_cap, key=lambda c: c.layout.gpus)
-        return f"the traffic needs {c.layout.gpus} GPUs ({c.layout.label()} on {c.gpu.name}), more than --max-gpus {cap}"
+        return (
+            f"the traffic needs {c.layout.gpus} GPUs ({c.layout.label()} on {c.gpu.name}), more than --max-gpus {cap}"
+        )
     if slo and len(slo) + len(mem) == len(cands):
         c = min(slo, key=lambda c: c.tpot_s if "TPOT" in c.limited_by else c.ttft_s)
         return f"SLO: no layout meets it; best is {c.layout.label()} on {c.gpu.name}: {c.reason}"
     c = min(mem, key=lambda c: c.missing_bytes_per_gpu / max(1, c.gpu.memory_bytes))
     total_short = c.missing_bytes_per_gpu * c.layout.gpus_per_replica
     return (
-        f"memory: {plan.spec.name} in {plan.options.dtype} (weights alone {plan.weights_bytes / 2**30:.0f} GiB) does not fit "
-        f"{cap} x {c.gpu.name}; the best layout ({c.layout.label()}) is {c.missing_bytes_per_gpu / 2**30:.1f} GiB short per "
-        f"GPU ({total_short / 2**30:.0f} GiB in all) with {plan.options.headroom:.0%} headroom; try a smaller --dtype, "
-        "more GPUs or a larger card"
+        f"memory: {plan.spec.name} in {plan.options.dtype} (weights alone {plan.weights_bytes / 2**30:.0f} GiB) "
+        f"does not fit {cap} x {c.gpu.name}; the best layout ({c.layout.label()}) is "
+        f"{c.missing_bytes_per_gpu / 2**30:.1f} GiB short per GPU ({total_short / 2**30:.0f} GiB in all) with "
+        f"{plan.options.headroom:.0%} headroom; try a smaller --dtype, more GPUs or a larger card"
     )
 
 
@@ -479,7 +500,9 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
     mem = c.memory
     usable = c.gpu.memory_bytes * (1 - plan.options.headroom)
     if mem.get("weights_bytes", 0) > 0.8 * usable:
-        risks.append(f"weights take {mem['weights_bytes'] / usable:.0%} of usable memory per GPU: little room for KV cache")
+        risks.append(
+            f"weights take {mem['weights_bytes'] / usable:.0%} of usable memory per GPU: little room for KV cache"
+        )
     if c.comm_share > 0.2:
         risks.append(
             f"tensor-parallel communication is {c.comm_share:.0%} of a decode step (all-reduce latency, not "
@@ -493,7 +516,9 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
         mix = plan.spec.mixers[m]
         kvh = getattr(mix, "num_kv_heads", None)
         if kvh is not None and c.layout.tp > kvh:
-            risks.append(f"tp {c.layout.tp} exceeds the {kvh} KV heads: the KV cache is replicated {c.layout.tp // kvh}x")
+            risks.append(
+                f"tp {c.layout.tp} exceeds the {kvh} KV heads: the KV cache is replicated {c.layout.tp // kvh}x"
+            )
             break
     if plan.spec.has_moe:
         risks.append("MoE: routing imbalance across experts is not modelled (expert traffic is averaged)")
@@ -513,6 +538,11 @@ def batch_curve(plan: ServePlan, points: int = 24) -> list[dict[str, float]]:
     bs = sorted({max(1, round(top ** (i / (points - 1)))) for i in range(points)})
     n = plan.workload.samples_per_prompt
     return [
-        {"batch": b, "ttft_s": t.ttft(b), "tpot_s": t.tpot(b), "tokens_per_s_per_gpu": b * n / t.tpot(b) / c.layout.gpus_per_replica}
+        {
+            "batch": b,
+            "ttft_s": t.ttft(b),
+            "tpot_s": t.tpot(b),
+            "tokens_per_s_per_gpu": b * n / t.tpot(b) / c.layout.gpus_per_replica,
+        }
         for b in bs
     ]

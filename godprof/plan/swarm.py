@@ -230,9 +230,15 @@ def plan_swarm(
     members: list[MemberPlan] = []
     if swarm.router_ref is not None:
         rwl = replace(wl, output_tokens=swarm.router_output_tokens, samples_per_prompt=1, slo_tpot_s=None)
-        members.append(MemberPlan("router", "router", 1.0, plan_serving(specs[swarm.router_ref], gpus, rwl, member_opts)))
+        members.append(
+            MemberPlan("router", "router", 1.0, plan_serving(specs[swarm.router_ref], gpus, rwl, member_opts))
+        )
     for m in swarm.members:
-        members.append(MemberPlan(m.name, "specialist", m.share, plan_serving(specs[m.spec_ref], gpus, wl.scaled(m.share), member_opts)))
+        members.append(
+            MemberPlan(
+                m.name, "specialist", m.share, plan_serving(specs[m.spec_ref], gpus, wl.scaled(m.share), member_opts)
+            )
+        )
     sp = SwarmPlan(swarm, wl, opts, members)
     bad = [m for m in members if not m.plan.fits]
     if bad:
@@ -290,10 +296,13 @@ def _swarm_risks(sp: SwarmPlan) -> list[str]:
     risks = []
     if wl.slo_ttft_s is not None and t["ttft_worst_s"] > wl.slo_ttft_s:
         risks.append(
-            f"through the router, TTFT reaches {t['ttft_worst_s'] * 1e3:.0f} ms, over the {wl.slo_ttft_s * 1e3:.0f} ms SLO"
+            f"through the router, TTFT reaches {t['ttft_worst_s'] * 1e3:.0f} ms, over the "
+            f"{wl.slo_ttft_s * 1e3:.0f} ms SLO"
         )
     small = [m.name for m in sp.members if m.role == "specialist" and m.plan.chosen and m.plan.chosen.load < 0.3]
     if small:
-        risks.append(f"{', '.join(small)} run below 30% of their capacity: a smaller GPU or sharing GPUs would be cheaper")
+        risks.append(
+            f"{', '.join(small)} run below 30% of their capacity: a smaller GPU or sharing GPUs would be cheaper"
+        )
     risks.append("shares are fixed: a shift in traffic between specialists needs spare capacity on each")
     return risks

@@ -46,7 +46,9 @@ from godprof.spec import Spec
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 LLAMA3_FAILURES_PER_GPU_HOUR = 419 / (54 * 24 * 16384)  # = 1.97e-5
-DEFAULT_CHECKPOINT_WRITE_BYTES_PER_S = 10e9  # aggregate parallel-filesystem write rate when --checkpoint-write-s is unset
+DEFAULT_CHECKPOINT_WRITE_BYTES_PER_S = (
+    10e9  # aggregate parallel-filesystem write rate when --checkpoint-write-s is unset
+)
 DEFAULT_GLOBAL_BATCH_TOKENS = 4 * 1024 * 1024
 PP_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -204,8 +206,13 @@ class TrainPlan:
             },
             "run": dict(self.run),
             "alternatives": [
-                {"layout": {**a.layout.to_dict(), "dp": a.layout.replicas}, "gpus": a.layout.gpus, "fits": a.fits,
-                 "memory_per_gpu_bytes": a.memory["total_bytes"], "reason": a.reason}
+                {
+                    "layout": {**a.layout.to_dict(), "dp": a.layout.replicas},
+                    "gpus": a.layout.gpus,
+                    "fits": a.fits,
+                    "memory_per_gpu_bytes": a.memory["total_bytes"],
+                    "reason": a.reason,
+                }
                 for a in self.candidates
             ],  # fmt: skip
             "risks": list(self.risks),
