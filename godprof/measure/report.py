@@ -55,7 +55,7 @@ def comparison_table(m: Measurement) -> Table:
     row("decode tokens/s", est_tps, m.derived["decode_tokens_per_s"], lambda x: fmt_rate(x, "tok/s"))
     if m.flops is not None:
         for cr in m.flops.counters:
-            label = f"forward FLOPs ({cr.counter.split('.')[-1]})"
+            label = f"forward FLOPs ({cr.label} counter)"
             if cr.available:
                 row(label, m.flops.analytic_matmul, cr.matmul, fmt_flops)
             else:
@@ -116,8 +116,7 @@ def flops_table(m: Measurement) -> Table | None:
     cols = ["component", "analytic"]
     avail = [c for c in f.counters if c.available]
     for c in avail:
-        name = c.counter.split(".")[-1]
-        cols += [name, "error"]
+        cols += [c.label, "error"]
     t = Table(f"Forward FLOPs, {f.batch} x {f.seq:,} tokens, last-position logits (1 MAC = 2 FLOPs)", cols)
     comps = list(f.analytic_components)
     for c in avail:
@@ -134,6 +133,11 @@ def flops_table(m: Measurement) -> Table | None:
         cells += [fmt_flops(c.matmul), fmt_pct(rel_error(f.analytic_matmul, c.matmul))]
     t.add(*cells)
     t.highlight.add((len(t.rows) - 1, 1))
+    if f.state_passing:
+        cells = ["+ SSD state passing (build only)", fmt_flops(f.build_matmul)]
+        for c in avail:
+            cells += [fmt_flops(c.matmul), fmt_pct(rel_error(f.build_matmul, c.matmul))]
+        t.add(*cells)
     if f.analytic_conv:
         cells = ["depthwise conv1d (apart)", fmt_flops(f.analytic_conv)]
         for c in avail:
@@ -142,16 +146,22 @@ def flops_table(m: Measurement) -> Table | None:
         t.add(*cells)
     notes = ["analytic = forward (full seq x seq attention, what SDPA is counted as)"]
     if f.analytic_ssm_matmul:
-        notes.append(f"+ SSM scan matmuls ({fmt_flops(f.analytic_ssm_matmul)})")
+        notes[0] += f" + SSM scan matmuls ({fmt_flops(f.analytic_ssm_matmul)})"
     unseen = f.analytic_ssm_scan - f.analytic_ssm_matmul
     if unseen:
-        notes.append(f"; elementwise SSM scan not seen by counters: {fmt_flops(unseen)} (analytic)")
-    if f.analytic_conv:
-        notes.append("; counters see conv1d over seq + d_conv - 1 padded outputs")
-    unsupported = [c for c in f.counters if not c.available]
-    for c in unsupported:
-        notes.append(f"; {c.counter} unavailable: {c.reason}")
-    t.caption = " ".join(notes) + ". Counters do not see norms, activations, softmax, rotary, MoE routing."
+        notes.append(f"elementwise SSM scan not seen by counters: {fmt_flops(unseen)} (analytic)")
+    if f.state_passing:
+        notes.append(
+            f"Mamba-2's inter-chunk state passing ({fmt_flops(f.state_passing)}) is a matmul the analytic "
+            "model leaves out: the row below the total adds it"
+        )
+    for c in f.counters:
+        if not c.available:
+            notes.append(f"{c.counter} unavailable: {c.reason}")
+    t.caption = (
+        "; ".join(notes) + ". torch = FlopCounterMode, fvcore = FlopCountAnalysis (MACs doubled). Counters do not "
+        "see norms, activations, softmax, rotary, MoE routing."
+    )
     return t
 
 
