@@ -26,11 +26,15 @@ def _usd(x: float | None) -> str:
 
 
 def _kwh(x: float | None) -> str:
-    return "-" if x is None else (f"{x:.3g} kWh" if x >= 0.01 else f"{x * 1000:.3g} Wh")
+    return "-" if x is None else (f"{x:.3g} kWh" if x >= 1 else f"{x * 1000:.3g} Wh")
 
 
 def _tps(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f}"
+    return "-" if x is None else (f"{x:,.0f}" if x >= 10 else f"{x:.2g}")
+
+
+def _per_million(kwh: float, usd: float | None) -> str:
+    return _kwh(kwh) + ("" if usd is None else f" and {_usd(usd)}")
 
 
 def _flops(x: float) -> str:
@@ -108,25 +112,23 @@ def serve_tables(p: ServePlan) -> list[Table]:
 def alternatives_table(p: ServePlan) -> Table:
     t = Table(
         "Alternatives" if p.chosen else "Layouts tried (closest first)",
-        ["GPU", "layout", "GPUs", "fits", "max conc.", "TTFT", "TPOT", "tok/s/GPU", "energy/1M", "cost/1M", "note"],
+        ["GPU", "layout", "GPUs", "max conc.", "TTFT", "TPOT", "tok/s/GPU", "energy/1M", "$/1M", "note"],
     )
     rows: list[Candidate] = ([p.chosen] if p.chosen else []) + p.alternatives()
     if not p.chosen:
         rows = sorted(p.candidates, key=lambda c: (c.missing_bytes_per_gpu, c.layout.gpus))[:8]
     for i, c in enumerate(rows):
-        ok = c.fits
         t.add(
             c.gpu.key,
             c.layout.label(),
             c.layout.gpus,
-            "yes" if ok else "no",
             fmt_int(c.max_concurrency) if c.max_concurrency else "-",
             fmt_seconds(c.ttft_s) if c.ttft_s else "-",
             fmt_seconds(c.tpot_s) if c.tpot_s else "-",
-            _tps(c.tokens_per_s_per_gpu) if c.tokens_per_s_per_gpu else "-",
-            _kwh(c.energy_kwh_per_mtok) if c.energy_kwh_per_mtok else "-",
-            _usd(c.usd_per_mtok),
-            "chosen" if (p.chosen is not None and i == 0) else (c.reason or ""),
+            _tps(c.tokens_per_s_per_gpu) if c.fits else "-",
+            _kwh(c.energy_kwh_per_mtok) if c.fits else "-",
+            _usd(c.usd_per_mtok) if c.fits else "-",
+            "chosen" if (p.chosen is not None and i == 0) else (c.short_reason or "fits"),
         )
     if p.chosen:
         t.highlight.update({(0, j) for j in range(3)})
@@ -220,6 +222,10 @@ def swarm_tables(sp: SwarmPlan) -> list[Table]:
         c = m.plan.chosen
         if c is None:
             mt.add(m.name, m.plan.spec.name, f"{m.share:.0%}", "-", "-", "-", "-", "-", "-", "-", m.plan.missing or "")
+        elif m.role == "router":
+            mt.add(m.name, m.plan.spec.name, f"{m.share:.0%}", c.gpu.key, c.layout.label(), c.layout.gpus,
+                   fmt_seconds(c.ttft_s), fmt_seconds(c.tpot_s), "-", "-",
+                   f"router, {m.plan.workload.output_tokens} tokens out")  # fmt: skip
         else:
             mt.add(m.name, m.plan.spec.name, f"{m.share:.0%}", c.gpu.key, c.layout.label(), c.layout.gpus,
                    fmt_seconds(c.ttft_s), fmt_seconds(c.tpot_s), _tps(c.tokens_per_s), _kwh(c.energy_kwh_per_mtok),
@@ -291,8 +297,10 @@ def _plot_png(kind: str, plan: Any) -> bytes | None:
             ax.set_xlabel("requests per replica")
             ax.set_ylabel("TPOT (ms)")
             ax2 = ax.twinx()
-            ax2.plot(b, [x["tokens_per_s_per_gpu"] for x in pts], color="tab:green", marker="s", ms=3)
+            ax2.plot(b, [x["tokens_per_s_per_gpu"] for x in pts], color="tab:green", marker="s", ms=3,
+                     label="tokens/s per GPU")  # fmt: skip
             ax2.set_ylabel("output tokens/s per GPU", color="tab:green")
+            ax2.legend(loc="lower right", fontsize=8)
             if plan.workload.slo_tpot_s:
                 ax.axhline(plan.workload.slo_tpot_s * 1e3, color="tab:red", ls="--", lw=1, label="TPOT SLO")
             ax.axvline(plan.chosen.batch, color="gray", ls=":", lw=1, label="operating batch")
@@ -397,7 +405,7 @@ def _summary(kind: str, plan: Any) -> str:
         return (
             f"Serve **{plan.spec.name}** on **{c.layout.gpus} × {c.gpu.name}** ({c.layout.label()}): TTFT "
             f"{fmt_seconds(c.ttft_s)}, TPOT {fmt_seconds(c.tpot_s)}, {_tps(c.tokens_per_s_per_gpu)} output "
-            f"tokens/s per GPU, {_kwh(c.energy_kwh_per_mtok)} and {_usd(c.usd_per_mtok)} per million output tokens."
+            f"tokens/s per GPU, {_per_million(c.energy_kwh_per_mtok, c.usd_per_mtok)} per million output tokens."
         )
     if kind == "train":
         if plan.chosen is None:
@@ -413,15 +421,15 @@ def _summary(kind: str, plan: Any) -> str:
         return f"**The swarm does not fit.** {plan.missing}"
     s = plan.totals
     text = (
-        f"The swarm **{plan.swarm.name}** needs **{s['gpus']} GPUs**, {_kwh(s['energy_kwh_per_million_tokens'])} and "
-        f"{_usd(s['usd_per_million_tokens'])} per million output tokens."
+        f"The swarm **{plan.swarm.name}** needs **{s['gpus']} GPUs**, "
+        f"{_per_million(s['energy_kwh_per_million_tokens'], s['usd_per_million_tokens'])} per million output tokens."
     )
     if plan.against is not None:
         d = summarize_dense(plan.against)
         if d.get("fits"):
             text += (
                 f" One dense **{plan.against.spec.name}** serving the same traffic needs **{d['gpus']} GPUs**, "
-                f"{_kwh(d['energy_kwh_per_million_tokens'])} and {_usd(d['usd_per_million_tokens'])} per million."
+                f"{_per_million(d['energy_kwh_per_million_tokens'], d['usd_per_million_tokens'])} per million."
             )
         else:
             text += f" The dense {plan.against.spec.name} does not fit: {d.get('missing')}"

@@ -106,9 +106,25 @@ class Candidate:
     load: float = 0.0  # share of replica capacity used (rate workloads)
 
     def key(self) -> tuple:
-        """Ranking: fits, fewest GPUs, cheapest per token, then fastest per token."""
+        """Ranking: fits, fewest GPUs, cheapest per token, then fastest per token. Layouts that do not fit
+        rank closest first: those that hold the model (missing an SLO or the GPU cap), then by memory short."""
+        if not self.fits:
+            short = self.missing_bytes_per_gpu / self.gpu.memory_bytes
+            return (True, short > 0, short, self.tpot_s, self.layout.gpus)
         price = self.usd_per_mtok if self.usd_per_mtok is not None else self.energy_kwh_per_mtok
-        return (not self.fits, self.layout.gpus, price, self.tpot_s, self.layout.gpus_per_replica)
+        return (False, self.layout.gpus, price, self.tpot_s, self.layout.gpus_per_replica)
+
+    @property
+    def short_reason(self) -> str:
+        """A few words for tables: why this layout is not the plan."""
+        if self.fits:
+            return ""
+        if self.missing_bytes_per_gpu > 0:
+            return f"{self.missing_bytes_per_gpu / 2**30:.1f} GiB/GPU short"
+        if self.limited_by.endswith("SLO"):
+            slo = self.limited_by.split()[0]
+            return f"{slo} > SLO"
+        return "over --max-gpus"
 
     def to_dict(self) -> dict[str, Any]:
         return {

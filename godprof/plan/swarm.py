@@ -299,10 +299,13 @@ def _swarm_risks(sp: SwarmPlan) -> list[str]:
             f"through the router, TTFT reaches {t['ttft_worst_s'] * 1e3:.0f} ms, over the "
             f"{wl.slo_ttft_s * 1e3:.0f} ms SLO"
         )
+    if t["router_latency_s"] > 0:
+        risks.append(f"the router adds {t['router_latency_s'] * 1e3:.0f} ms to every request's time to first token")
     small = [m.name for m in sp.members if m.role == "specialist" and m.plan.chosen and m.plan.chosen.load < 0.3]
     if small:
         risks.append(
             f"{', '.join(small)} run below 30% of their capacity: a smaller GPU or sharing GPUs would be cheaper"
         )
     risks.append("shares are fixed: a shift in traffic between specialists needs spare capacity on each")
+    risks.append("quality is not modelled: the comparison assumes the swarm answers as well as the model beside it")
     return risks

@@ -294,12 +294,18 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
             plan.missing = f"no tensor-parallel degree up to {cfg.gpus_per_node} splits {spec.name}'s heads"
         else:
             short = tight.memory["total_bytes"] - usable
+            within = f"within --max-gpus {cfg.max_gpus}" if cfg.max_gpus else "in the search"
             plan.missing = (
-                f"memory: the best layout within {cap if cfg.max_gpus else 'the search'} GPUs "
-                f"({tight.layout.label()}, dp {tight.layout.replicas}, ZeRO-{cfg.zero}) needs "
-                f"{tight.memory['total_bytes'] / 2**30:.1f} GiB per GPU, {short / 2**30:.1f} GiB more than the "
-                f"{usable / 2**30:.1f} GiB usable on {gpu.name}"
+                f"memory: the best layout {within} ({tight.layout.label()}, dp {tight.layout.replicas}, "
+                f"ZeRO-{cfg.zero}) needs {tight.memory['total_bytes'] / 2**30:.1f} GiB per GPU, "
+                f"{short / 2**30:.1f} GiB more than the {usable / 2**30:.1f} GiB usable on {gpu.name}"
             )
+            biggest = max(("activations_bytes", "weights_bytes", "gradients_bytes", "optimizer_bytes"),
+                          key=lambda k: tight.memory[k])  # fmt: skip
+            if biggest == "activations_bytes" and cfg.recompute != "full":
+                plan.missing += "; activations are the largest part: try --recompute full or a shorter --seq"
+            elif biggest != "activations_bytes" and cfg.zero < 3:
+                plan.missing += f"; model state is the largest part: try --zero {cfg.zero + 1} or more GPUs"
         return plan
     # the run: on cluster_gpus, the least model parallelism that fits
     n = cfg.cluster_gpus or smallest.layout.gpus
