@@ -58,20 +58,23 @@ def main() -> None:
     ]
     for name in ("llama-3-70b", "jamba-v0.1", "mixtral-8x22b", "mamba-2.8b"):
         if (SPECS_DIR / f"{name}.yaml").exists():
-            cases.append((f"sweep {name}, 1,000 points", ["sweep", name, "--context", "1k..1M", "--points", "1000",
-                                                         "--format", "json"]))  # fmt: skip
-    cases.append(("sweep 4 specs x 1,000 points", ["sweep", *specs[:4], "--context", "1k..1M", "--points", "1000",
-                                                   "--format", "json"]))  # fmt: skip
+            args = ["sweep", name, "--context", "1k..1M", "--points", "1000", "--format", "json"]
+            cases.append((f"sweep {name}, 1,000 points", args))
+    args = ["sweep", *specs[:4], "--context", "1k..1M", "--points", "1000", "--format", "json"]
+    cases.append(("sweep 4 specs x 1,000 points", args))
     print(f"specs: {' '.join(specs)}")
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall times stretch on a busy machine)")
-    print(f"{'case':<34} {'wall med':>8} {'wall min':>8} {'CPU med':>8}   (s, {ns.runs} runs, fresh processes)")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f} on {os.cpu_count()} CPUs (wall times stretch on a busy machine)")
+    head = f"{'case':<34} {'wall med':>8} {'wall min':>8} {'CPU med':>8}"
+    print(f"{head}   (s, {ns.runs} runs, fresh processes)")
     for label, args in cases:
         time_once(base + args)  # warm the file cache
         runs = [time_once(base + args) for _ in range(ns.runs)]
         wall = [w for w, _ in runs]
         cpu = [c for _, c in runs]
         flag = "" if statistics.median(wall) < 1.0 else "   <- over 1 s"
-        print(f"{label:<34} {statistics.median(wall):8.3f} {min(wall):8.3f} {statistics.median(cpu):8.3f}{flag}")
+        med_w, min_w, med_c = statistics.median(wall), min(wall), statistics.median(cpu)
+        print(f"{label:<34} {med_w:8.3f} {min_w:8.3f} {med_c:8.3f}{flag}")
 
 
 if __name__ == "__main__":

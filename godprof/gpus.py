@@ -8,7 +8,7 @@ Each file is data with unit-bearing keys and the datasheet it came from::
     device_names: ["H100 80GB HBM3"]     # text of torch.cuda.get_device_name(), for find_gpu_for_device
     source: https://...                   # the datasheet (required)
     memory_gib: 80                        # or memory_gb (decimal) or memory_bytes
-    hbm_bandwidth_gb_per_s: 3350          # device memory bandwidth, decimal GB/s (or hbm_bandwidth_bytes_per_s)
+    hbm_bandwidth_gb_per_s: 3350          # device memory, decimal GB/s (or hbm_bandwidth_bytes_per_s)
     peak_tflops: {bf16: 989.4, fp8: 1978.9, ...}   # DENSE tensor peaks; never the 2:4 sparsity figures
     tdp_w: 700
     interconnect: nvlink                  # nvlink | pcie | infinity-fabric
@@ -111,7 +111,9 @@ class GPU:
         if self.measured is not None:
             m = self.measured
             d["measured"] = {
-                "bandwidth_bytes_per_s": None if m.bandwidth_bytes_per_s is None else int(m.bandwidth_bytes_per_s),
+                "bandwidth_bytes_per_s": None
+                if m.bandwidth_bytes_per_s is None
+                else int(m.bandwidth_bytes_per_s),
                 "flops_per_s": dict(m.flops_per_s),
                 "note": m.note,
             }
@@ -318,7 +320,8 @@ def load_gpu(name: str, extra_files: Sequence[str | Path] = ()) -> GPU:
     names = [g.key for g in gpus] + [a for g in gpus for a in g.aliases]
     near = difflib.get_close_matches(q, names, n=4, cutoff=0.4)
     hint = f" (did you mean {', '.join(near)}?)" if near else ""
-    raise NotFoundError(f"unknown GPU {name!r}{hint}; `godprof gpus` lists them: {', '.join(g.key for g in gpus)}")
+    known = ", ".join(g.key for g in gpus)
+    raise NotFoundError(f"unknown GPU {name!r}{hint}; `godprof gpus` lists them: {known}")
 
 
 def find_gpu_for_device(device_name: str, extra_files: Sequence[str | Path] = ()) -> GPU | None:

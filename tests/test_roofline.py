@@ -136,7 +136,8 @@ def test_compute_dtype_and_rates():
 
 def test_measured_figures_replace_datasheet_times_efficiency(llama):
     s, c = llama
-    cal = dataclasses.replace(H100, measured=Measured(bandwidth_bytes_per_s=3.0e12, flops_per_s={"bf16": 700e12}))
+    measured = Measured(bandwidth_bytes_per_s=3.0e12, flops_per_s={"bf16": 700e12})
+    cal = dataclasses.replace(H100, measured=measured)
     r = R.rates(cal, "bf16")
     assert (r.flops_per_s, r.bytes_per_s, r.basis) == (700e12, 3.0e12, "measured")
     assert R.decode_step_time_s(s, c, cal, 1, 8192) == pytest.approx(16_083_599_360 / 3.0e12)
@@ -161,7 +162,8 @@ def test_max_batch_and_context_are_tight(llama, mamba, mixtral):
     ms, mc = mamba
     assert R.max_context(ms, mc, H100) is None  # a fixed state: memory never limits the context
     xs, xc = mixtral
-    assert R.max_batch(xs, xc, H100, 8192) == 0 and R.max_context(xs, xc, H100) == 0  # 87 GiB of weights > 80 GiB
+    # 87 GiB of weights > 80 GiB
+    assert R.max_batch(xs, xc, H100, 8192) == 0 and R.max_context(xs, xc, H100) == 0
     assert R.max_batch(xs, xc, load_gpu("h200"), 8192) > 0
     assert R.gpus_for_weights(xc, H100) == 2 and R.gpus_for_weights(c, H100) == 1
     assert R.gpus_for_weights(xc, H100, "int4") == 1

@@ -160,7 +160,9 @@ def _embedding_bytes(spec: Spec, counts: ParamCounts, dtype: DType) -> int:
     return -((-n * d.bits) // 8)
 
 
-def weights_touched_bytes(spec: Spec, counts: ParamCounts, tokens: int, dtype: str = "bf16", rows: int = 1) -> int:
+def weights_touched_bytes(
+    spec: Spec, counts: ParamCounts, tokens: int, dtype: str = "bf16", rows: int = 1
+) -> int:
     """Weight bytes read by a pass over ``tokens`` tokens (``rows`` embedding rows looked up).
 
     All weights, less the untied embedding tables except ``rows`` rows of them, less the routed experts
@@ -184,7 +186,12 @@ def weights_touched_bytes(spec: Spec, counts: ParamCounts, tokens: int, dtype: s
 
 
 def decode_bytes(
-    spec: Spec, counts: ParamCounts, batch: int, context: int, dtype: str = "bf16", kv_dtype: str | None = None
+    spec: Spec,
+    counts: ParamCounts,
+    batch: int,
+    context: int,
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
 ) -> int:
     """Bytes one decode step moves: weights touched by ``batch`` tokens + the KV cache of ``batch``
     sequences at ``context`` tokens (read) + the SSM state (read and written: 2x)."""
@@ -203,7 +210,8 @@ def decode_flops(spec: Spec, counts: ParamCounts, batch: int, context: int) -> i
 def prefill_flops(spec: Spec, counts: ParamCounts, batch: int, seq: int, attention: str = "causal") -> int:
     """FLOPs of a prefill: forward with last-position logits + SSM scans + SSM convolutions."""
     w = Workload(batch=batch, seq=seq, attention_flops=attention, logits="last")
-    return F.forward_flops(spec, counts, w) + F.ssm_scan_flops(spec, batch, seq) + F.conv_flops(spec, batch, seq)
+    scans = F.ssm_scan_flops(spec, batch, seq) + F.conv_flops(spec, batch, seq)
+    return F.forward_flops(spec, counts, w) + scans
 
 
 def prefill_bytes(
@@ -280,7 +288,7 @@ def serving_bytes(
     weights: int | None = None,
     activations: int | None = None,
 ) -> int:
-    """Memory to serve ``batch`` sequences of ``context`` tokens: weights + KV cache + SSM state + activations.
+    """Memory to serve ``batch`` sequences of ``context`` tokens: weights + KV + SSM state + activations.
 
     Activations are those of one prefill chunk: a single sequence's min(context, PREFILL_CHUNK_TOKENS)
     tokens (``memory.inference_activation_bytes`` with flash attention and last-position logits), since
@@ -294,7 +302,8 @@ def serving_bytes(
         weights = M.weights_bytes(counts, get_dtype(dtype))
     if activations is None:
         activations = activation_bytes(spec, context, dtype)
-    return weights + M.kv_cache_bytes(spec, batch, context, cd) + M.ssm_state_bytes(spec, batch, cd) + activations
+    cache_bytes = M.kv_cache_bytes(spec, batch, context, cd) + M.ssm_state_bytes(spec, batch, cd)
+    return weights + cache_bytes + activations
 
 
 def activation_bytes(spec: Spec, context: int, dtype: str = "bf16") -> int:
@@ -312,7 +321,7 @@ def max_batch(
     kv_dtype: str | None = None,
     memory_bytes: int | None = None,
 ) -> int:
-    """Largest batch of ``context``-token sequences whose ``serving_bytes`` fit in the GPU's memory (0: none)."""
+    """Largest batch of ``context``-token sequences whose ``serving_bytes`` fit the GPU's memory (0: none)."""
     cap = gpu.memory_bytes if memory_bytes is None else memory_bytes
     weights = M.weights_bytes(counts, get_dtype(dtype))
     acts = activation_bytes(spec, context, dtype)

@@ -16,15 +16,18 @@ if TYPE_CHECKING:
 
 SpecsArg = Annotated[
     list[str],
-    typer.Argument(help="Specs: YAML files, config.json files or bundled names (llama-3-8b, mamba-2.8b, ...).",
-                   show_default=False),  # fmt: skip
+    typer.Argument(
+        help="Specs: YAML files, config.json files or bundled names (llama-3-8b, mamba-2.8b, ...).",
+        show_default=False,
+    ),
 ]
 GpuOpt = Annotated[
-    str, typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...).")
+    str,
+    typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...)."),
 ]
 GpuFiles = Annotated[
     list[Path] | None,
-    typer.Option("--gpu-file", help="Your own GPU YAML (same keys as `godprof gpus --format json`); repeatable."),
+    typer.Option("--gpu-file", help="Your own GPU YAML (keys as in godprof/data/gpus/*.yaml); repeatable."),
 ]
 ComputeEff = Annotated[
     float | None,
@@ -58,7 +61,9 @@ def compare_cmd(
     specs: SpecsArg,
     gpu: GpuOpt = "h100",
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")] = 1,
-    context: Annotated[str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")] = "8k",
+    context: Annotated[
+        str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")
+    ] = "8k",
     dtype: DTypeOpt = "bf16",
     kv_dtype: KVDType = None,
     compute_eff: ComputeEff = None,
@@ -121,13 +126,16 @@ def _context_range(text: str) -> tuple[int, int]:
 def sweep_cmd(
     specs: SpecsArg,
     context: Annotated[
-        str, typer.Option("--context", "-c", help="Range LOW..HIGH (1k..1M) or one length; log-spaced points.")
+        str,
+        typer.Option("--context", "-c", help="Range LOW..HIGH (1k..1M) or one length; log-spaced points."),
     ] = "1k..1M",
     points: Annotated[
-        int | None, typer.Option("--points", "-n", min=1, help="Contexts in the range [default: one per doubling].")
+        int | None,
+        typer.Option("--points", "-n", min=1, help="Contexts in the range [default: one per doubling]."),
     ] = None,
     batch: Annotated[
-        list[int] | None, typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several [default: 1].")
+        list[int] | None,
+        typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several [default: 1]."),
     ] = None,
     gpu: GpuOpt = "h100",
     dtype: DTypeOpt = "bf16",
@@ -136,7 +144,8 @@ def sweep_cmd(
     bandwidth_eff: BandwidthEff = None,
     gpu_file: GpuFiles = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", "-p", help="Write a plot: FILE.png, or FILE.html (self-contained).")
+        Path | None,
+        typer.Option("--plot", "-p", help="Write a plot: FILE.png, or FILE.html (self-contained)."),
     ] = None,
     text_plot: Annotated[
         bool, typer.Option("--text-plot/--no-text-plot", help="Draw the terminal plot under the tables.")
@@ -197,7 +206,9 @@ def sweep_cmd(
 
 
 def gpus_cmd(
-    name: Annotated[str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)
+    ] = None,
     gpu_file: GpuFiles = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -237,14 +248,34 @@ def gpus_cmd(
             rows.append(d)
         typer.echo(tables_to_csv(rows), nl=False)
         return
-    t = Table("GPUs (dense peaks; bandwidth and interconnect in decimal units, interconnect one direction)",
-              ["key", "name", "memory", "bandwidth", *(f"{d} TFLOP/s" for d in dts), "TDP", "interconnect",
-               "aliases"])  # fmt: skip
+    if name:  # one GPU: every field, one per row
+        g = gpus[0]
+        t = Table(f"{g.name} ({g.key})", ["field", "value"])
+        t.add("aliases", ", ".join(g.aliases) or "-")
+        t.add("vendor", g.vendor)
+        t.add("memory", f"{fmt_bytes(g.memory_bytes)} ({g.memory_bytes:,} B)")
+        t.add("memory bandwidth", fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"))
+        for d, v in g.peak_flops_per_s.items():
+            t.add(f"dense peak {d}", fmt_rate(v, "FLOP/s"))
+        t.add("TDP", f"{g.tdp_w:.0f} W")
+        t.add("interconnect", f"{g.interconnect}, {fmt_rate(g.interconnect_bytes_per_s, 'B/s')} per direction")
+        if g.measured is not None:
+            m = g.measured
+            t.add("measured bandwidth", fmt_rate(m.bandwidth_bytes_per_s, "B/s"))
+            for d, v in m.flops_per_s.items():
+                t.add(f"measured matmul {d}", fmt_rate(v, "FLOP/s"))
+        t.add("source", g.source)
+        emit_tables([t], fmt)
+        return
+    t = Table("GPUs: dense peaks in TFLOP/s (fp16 = bf16), bandwidths decimal, links one direction",
+              ["key", "memory", "bandwidth", "bf16", "fp8", "int8", "TDP", "link"])  # fmt: skip
     for g in gpus:
-        peaks = [f"{g.peak_flops_per_s[d] / 1e12:,.0f}" if d in g.peak_flops_per_s else "-" for d in dts]
-        meas = " (measured)" if g.measured else ""
-        t.add(g.key, g.name + meas, fmt_bytes(g.memory_bytes), fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"), *peaks,
-              f"{g.tdp_w:.0f} W", f"{g.interconnect} {fmt_rate(g.interconnect_bytes_per_s, 'B/s')}",
-              ", ".join(g.aliases))  # fmt: skip
-    t.caption = "Sources: " + "; ".join(f"{g.key}: {g.source}" for g in gpus)
+        peaks = [f"{g.peak_flops_per_s[d] / 1e12:,.0f}" if d in g.peak_flops_per_s else "-"
+                 for d in ("bf16", "fp8", "int8")]  # fmt: skip
+        key = g.key + (" *" if g.measured else "")
+        t.add(key, fmt_bytes(g.memory_bytes), fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"), *peaks,
+              f"{g.tdp_w:.0f} W", f"{g.interconnect} {fmt_rate(g.interconnect_bytes_per_s, 'B/s')}")  # fmt: skip
+    t.caption = "Names, aliases, fp32/tf32 peaks and datasheet sources: `godprof gpus KEY` or --format json."
+    if any(g.measured for g in gpus):
+        t.caption += " * has measured figures (used by the roofline)."
     emit_tables([t], fmt)

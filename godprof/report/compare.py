@@ -155,8 +155,8 @@ def _rows(batch: int, ctx: int) -> list[_Row]:
         (f"KV + state at {ctx:,} x {batch}", lambda d: d[m]["cache_bytes"], fmt_bytes, "low"),
         ("weights + cache + activations", lambda d: d[m]["serving_bytes"], fmt_bytes, "low"),
         (f"prefill FLOPs per token ({ctx:,})", lambda d: d[f]["prefill_per_token"], fmt_flops, "low"),
-        (f"decode FLOPs per token (at {ctx:,})", lambda d: d[f]["decode_per_token"] + d[f]["ssm_decode_per_token"],
-         fmt_flops, "low"),  # fmt: skip
+        (f"decode FLOPs per token (at {ctx:,})",
+         lambda d: d[f]["decode_per_token"] + d[f]["ssm_decode_per_token"], fmt_flops, "low"),  # fmt: skip
         ("TTFT (roofline prefill)", lambda d: d[r]["ttft_s"], fmt_seconds, "low"),
         ("TPOT (roofline decode step)", lambda d: d[r]["tpot_s"], fmt_seconds, "low"),
         ("decode tokens/s (batch)", lambda d: d[r]["decode_tokens_per_s"], lambda x: f"{x:,.0f}", "high"),
@@ -192,7 +192,8 @@ def compare_table(records: list[dict[str, Any]], setup: Setup) -> Table:
                 t.highlight.update((i, j + 1) for j, k in enumerate(keys) if k == best)
     t.caption = (
         f"Roofline on {rd['compute_dtype']} at {rd['flops_per_s'] / 1e12:,.0f} TFLOP/s and "
-        f"{rd['bytes_per_s'] / 1e12:.2f} TB/s ({rd['basis']}). {ACTIVATIONS_NOTE}. Best value per row in bold."
+        f"{rd['bytes_per_s'] / 1e12:.2f} TB/s ({rd['basis']}). {ACTIVATIONS_NOTE}. "
+        "Best value per row in bold."
     )
     return t
 
@@ -265,11 +266,15 @@ class _Grouped:
 
     def kv_cache_bytes(self, batch: int, context: int, bits: int) -> int:
         """== memory.kv_cache_bytes: per-layer elements x cached tokens, summed, rounded up to bytes once."""
-        elements = sum(n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv)
+        elements = sum(
+            n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv
+        )
         return -((-batch * elements * bits) // 8)
 
 
-def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
+def sweep_records(
+    spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]
+) -> list[dict[str, Any]]:
     """Per (batch, context) point: cache and serving memory, prefill and decode FLOPs, TTFT and TPOT.
 
     Fields agree with ``godprof estimate`` for ``Workload(batch, seq=context, context=context)`` as in
@@ -356,15 +361,16 @@ def sweep_tables(doc: dict[str, Any]) -> list[Table]:
     mem = doc["gpu_memory_bytes"]
     for (name, b), pts in groups.items():
         t = Table(
-            f"{name} · batch {b} · {doc['roofline']['gpu_name']} ({fmt_bytes(mem)}) · weights {doc['dtype']} · "
-            f"kv {doc['kv_dtype']}",
+            f"{name} · batch {b} · {doc['roofline']['gpu_name']} ({fmt_bytes(mem)}) · "
+            f"weights {doc['dtype']} · kv {doc['kv_dtype']}",
             ["context", "KV + state", "weights + cache + acts", "fits", "prefill FLOPs", "decode FLOPs/token",
              "TTFT", "TPOT"],  # fmt: skip
         )
         for p in pts:
             t.add(f"{p['context']:,}", fmt_bytes(p["cache_bytes"]), fmt_bytes(p["serving_bytes"]),
                   "yes" if p["fits"] else "no", fmt_flops(p["prefill_flops"]),
-                  fmt_flops(p["decode_flops_per_token"]), fmt_seconds(p["ttft_s"]), fmt_seconds(p["tpot_s"]))  # fmt: skip
+                  fmt_flops(p["decode_flops_per_token"]), fmt_seconds(p["ttft_s"]),
+                  fmt_seconds(p["tpot_s"]))  # fmt: skip
         t.caption = f"Weights {fmt_bytes(pts[0]['weights_bytes'])}. {ACTIVATIONS_NOTE}."
         tables.append(t)
     return tables

@@ -1,4 +1,4 @@
-"""Plots of a sweep (``godprof.report.compare.sweep``): a text plot for the terminal, a PNG, a self-contained HTML.
+"""Plots of a sweep (``godprof.report.compare.sweep``): terminal text, a PNG, a self-contained HTML page.
 
 Both show what separates attention from state-space models as context grows: KV + state bytes against
 context on log-log axes (attention's KV cache is a line of slope 1, an SSM's state is flat) with the
@@ -138,8 +138,8 @@ def sweep_text_plots(doc: dict[str, Any], width: int = 60, height: int = 12) -> 
         width,
         height,
     )
-    b = text_plot(sweep_series(doc, "tpot_s"), "Decode step time (roofline TPOT) vs context (log-log)", fmt_seconds,
-                  None, width, height)  # fmt: skip
+    title = "Decode step time (roofline TPOT) vs context (log-log)"
+    b = text_plot(sweep_series(doc, "tpot_s"), title, fmt_seconds, None, width, height)
     return a + "\n" + b
 
 
@@ -177,7 +177,8 @@ def sweep_figure(doc: dict[str, Any]) -> Any:
         ax_m.plot(xs, [y / gib for y in ts], "--", color=c, lw=1, label=f"{lab}: + weights, activations")
         ax_t.plot(xs, [y * 1e3 for y in tt], "-o", color=c, ms=3, label=lab)
     mem = doc["gpu_memory_bytes"] / gib
-    ax_m.axhline(mem, color="black", lw=1.2, ls=":", label=f"{doc['roofline']['gpu_name']} memory ({mem:.0f} GiB)")
+    label = f"{doc['roofline']['gpu_name']} memory ({mem:.0f} GiB)"
+    ax_m.axhline(mem, color="black", lw=1.2, ls=":", label=label)
     for ax, ylab, title in (
         (ax_m, "GiB", "Memory vs context"),
         (ax_t, "ms per decode step", f"Roofline decode step (TPOT) on {doc['gpu']}"),
@@ -215,7 +216,8 @@ def write_html(doc: dict[str, Any], path: str | Path, tables: Sequence[Any] = ()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>godprof sweep</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}</style>",
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "td:first-child{text-align:left}</style>",
         "</head><body>",
         f"<h1>godprof sweep on {html.escape(doc['roofline']['gpu_name'])}</h1>",
         f"<img alt='memory and decode time vs context' src='data:image/png;base64,{img}'>",
