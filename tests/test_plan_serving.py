@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from godprof.analytic import count_params
@@ -255,3 +257,41 @@ def test_bad_options_exit_2():
     assert r.exit_code == 2 and "not a duration" in r.output
     r = runner.invoke(app, ["plan", "llama-3-8b", "--rate", "3", "--concurrency", "4"])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_fixed_tp_and_pp():
+    code, d = plan_json("llama-3-70b", "--gpu", "h100", "--tp", "8")
+    assert code == 0 and d["layout"]["tp"] == 8
+    assert all(a["layout"]["tp"] == 8 for a in d["alternatives"])
+    r = runner.invoke(app, ["plan", "llama-3-70b", "--tp", "3"])
+    assert r.exit_code == 2 and "64 attention heads do not split 3 ways" in r.output
+
+
+def test_mla_cache_is_replicated_across_tensor_parallel_ranks():
+    # DeepSeek-V3 caches kv_lora_rank + rope = 512 + 64 = 576 values per token per layer, with no head axis
+    spec = load_spec("deepseek-v3")
+    counts = count_params(spec)
+    bf16 = get_dtype("bf16")
+    w = 2 * counts.total
+    one = stage_shares(spec, counts, w, bf16, Layout(1, 1))[0]
+    eight = stage_shares(spec, counts, w, bf16, Layout(8, 1, 8))[0]
+    assert request_kv_bytes(one, 1000, 0 + 1, 1, bf16) == 61 * 576 * 2 * 1001
+    assert request_kv_bytes(eight, 1000, 1, 1, bf16) == request_kv_bytes(one, 1000, 1, 1, bf16)
+    # experts placed whole: 256 routed experts / 8 = 32 per GPU, the same bytes as slicing them 8 ways
+    assert eight.weights_bytes == pytest.approx(w / 8, rel=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(headroom=st.floats(0.0, 0.5), prompt=st.integers(1, 8192), output=st.integers(1, 2048))
+def test_more_headroom_or_longer_requests_never_raise_concurrency(headroom, prompt, output):
+    spec = load_spec("llama-3-8b")
+    counts = count_params(spec)
+    wl = ServingWorkload(prompt_tokens=prompt, output_tokens=output)
+    base = evaluate(spec, counts, H100, 1, 1, wl, ServeOptions(headroom=headroom))
+    tighter = evaluate(spec, counts, H100, 1, 1, wl, ServeOptions(headroom=min(0.9, headroom + 0.1)))
+    longer = evaluate(spec, counts, H100, 1, 1, ServingWorkload(prompt_tokens=prompt, output_tokens=output + 64),
+                      ServeOptions(headroom=headroom))  # fmt: skip
+    assert tighter.max_concurrency <= base.max_concurrency
+    assert longer.max_concurrency <= base.max_concurrency
+    # the memory per GPU at the operating point never exceeds what is usable
+    assert base.memory["total_bytes"] <= H100.memory_bytes * (1 - headroom)

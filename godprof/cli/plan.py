@@ -132,6 +132,15 @@ def plan_cmd(
     gpus_per_node: Annotated[
         int, typer.Option("--gpus-per-node", min=1, help="GPUs per node: the largest tensor-parallel group.")
     ] = 8,  # fmt: skip
+    tp: Annotated[
+        int | None,
+        typer.Option(
+            "--tp", min=1, help="Fix the tensor-parallel degree [default: search powers of two within a node]."
+        ),
+    ] = None,  # fmt: skip
+    pp: Annotated[
+        int | None, typer.Option("--pp", min=1, help="Fix the pipeline-parallel degree [default: search 1, 2, 4, ...].")
+    ] = None,  # fmt: skip
     usd_per_gpu_hour: Annotated[
         float | None,
         typer.Option(
@@ -340,11 +349,11 @@ def plan_cmd(
                 raise ValueError("--train plans one model; give a spec, not a swarm file")
             result, kind = _train(spec, gpus, dt, tokens, mfu, zero, recompute.value, optimizer.value, seq, micro_batch,
                                   global_batch_tokens, failure_rate, checkpoint_write_s, cluster_gpus, max_gpus,
-                                  gpus_per_node, usd_per_gpu_hour, headroom, idle_power), "train"  # fmt: skip
+                                  gpus_per_node, usd_per_gpu_hour, headroom, idle_power, tp, pp), "train"  # fmt: skip
         else:
             opts = ServeOptions(
                 dtype=dt, kv_dtype=kv, max_gpus=max_gpus, gpus_per_node=gpus_per_node, headroom=headroom,
-                usd_per_gpu_hour=usd_per_gpu_hour, idle_fraction=idle_power,
+                usd_per_gpu_hour=usd_per_gpu_hour, idle_fraction=idle_power, tp=tp, pp=pp,
             )  # fmt: skip
             if swarm:
                 assert swarm_file is not None
@@ -366,7 +375,8 @@ def plan_cmd(
 
 
 def _train(spec_ref, gpus, dtype, tokens, mfu, zero, recompute, optimizer, seq, micro_batch, global_batch_tokens,
-           failure_rate, checkpoint_write_s, cluster_gpus, max_gpus, gpus_per_node, usd, headroom, idle):  # fmt: skip
+           failure_rate, checkpoint_write_s, cluster_gpus, max_gpus, gpus_per_node, usd, headroom, idle, tp,
+           pp):  # fmt: skip
     from godprof.cli.common import load
     from godprof.plan.training import LLAMA3_FAILURES_PER_GPU_HOUR, TrainConfig, plan_training
     from godprof.report.format import parse_size
@@ -382,7 +392,8 @@ def _train(spec_ref, gpus, dtype, tokens, mfu, zero, recompute, optimizer, seq, 
         optimizer=optimizer, recompute=recompute, zero=zero, mfu=mfu,
         failure_rate_per_gpu_hour=LLAMA3_FAILURES_PER_GPU_HOUR if failure_rate is None else failure_rate,
         checkpoint_write_s=checkpoint_write_s or None, headroom=headroom, max_gpus=max_gpus,
-        gpus_per_node=gpus_per_node, cluster_gpus=cluster_gpus, usd_per_gpu_hour=usd, idle_fraction=idle,
+        gpus_per_node=gpus_per_node, cluster_gpus=cluster_gpus, usd_per_gpu_hour=usd, idle_fraction=idle, tp=tp,
+        pp=pp,
     )  # fmt: skip
     s = load(spec_ref)
     plans = [plan_training(s, g, cfg) for g in gpus]

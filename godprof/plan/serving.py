@@ -47,7 +47,7 @@ from godprof.dtypes import get_dtype
 from godprof.plan.layout import Layout, StageShare, request_kv_bytes, stage_shares, tp_problem
 from godprof.plan.power import IDLE_FRACTION, cost_per_million, energy_kwh_per_million, gpu_power_w
 from godprof.plan.workload import ServingWorkload
-from godprof.spec import MoE, Spec
+from godprof.spec import MLA, MoE, Spec
 
 ALLREDUCE_LATENCY_S = 5e-6  # per all-reduce: small-message latency on NVLink
 INTERNODE_BYTES_PER_S = 50e9  # 400 Gb/s NDR InfiniBand, one NIC per GPU
@@ -64,6 +64,8 @@ class ServeOptions:
     headroom: float = 0.1
     usd_per_gpu_hour: float | None = None
     idle_fraction: float = IDLE_FRACTION
+    tp: int | None = None  # fix the tensor-parallel degree (None: search)
+    pp: int | None = None  # fix the pipeline degree (None: search)
 
     def __post_init__(self) -> None:
         if not 0 <= self.headroom < 1:
@@ -443,15 +445,25 @@ def _fill(
 
 def layouts(spec: Spec, opts: ServeOptions) -> list[tuple[int, int]]:
     """(tp, pp) pairs searched: tp a power of two within a node whose heads split evenly; pp in 1, 2, 4,
-    8, 16 up to the layer count; tp x pp within --max-gpus (else 64 GPUs)."""
+    8, 16 up to the layer count; tp x pp within --max-gpus (else 64 GPUs). ``opts.tp`` / ``opts.pp`` fix
+    a degree (a tp that cannot split the heads raises ValueError)."""
     cap = opts.max_gpus or DEFAULT_MAX_REPLICA_GPUS
-    out = []
-    tp = 1
-    while tp <= opts.gpus_per_node:
+    tps = parallel_choices(spec, opts.gpus_per_node, opts.tp)
+    pps = [opts.pp] if opts.pp else [p for p in PP_CHOICES if p <= spec.model.num_layers]
+    return [(tp, pp) for tp in tps for pp in pps if tp * pp <= cap or (opts.tp and opts.pp)]
+
+
+def parallel_choices(spec: Spec, gpus_per_node: int, fixed: int | None) -> list[int]:
+    """Tensor-parallel degrees to search: powers of two within a node that split the heads, or ``fixed``."""
+    if fixed is not None:
+        problem = tp_problem(spec, fixed)
+        if problem:
+            raise ValueError(f"--tp {fixed}: {problem}")
+        return [fixed]
+    out, tp = [], 1
+    while tp <= gpus_per_node:
         if tp_problem(spec, tp) is None:
-            for pp in PP_CHOICES:
-                if pp <= spec.model.num_layers and tp * pp <= cap:
-                    out.append((tp, pp))
+            out.append(tp)
         tp *= 2
     return out
 
@@ -531,6 +543,9 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
     for m in set(plan.spec.layer_mixers):
         mix = plan.spec.mixers[m]
         kvh = getattr(mix, "num_kv_heads", None)
+        if isinstance(mix, MLA) and c.layout.tp > 1:
+            risks.append(f"MLA's compressed KV latent is replicated on all {c.layout.tp} tensor-parallel ranks")
+            break
         if kvh is not None and c.layout.tp > kvh:
             risks.append(
                 f"tp {c.layout.tp} exceeds the {kvh} KV heads: the KV cache is replicated {c.layout.tp // kvh}x"

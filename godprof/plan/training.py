@@ -40,7 +40,7 @@ from godprof.analytic import flops as F
 from godprof.analytic import memory as M
 from godprof.analytic.params import ParamCounts, count_params
 from godprof.analytic.workload import Workload
-from godprof.plan.layout import Layout, max_layer_params, stage_shares, tp_problem
+from godprof.plan.layout import Layout, max_layer_params, stage_shares
 from godprof.plan.power import IDLE_FRACTION, J_PER_KWH, gpu_power_w
 from godprof.spec import Spec
 
@@ -86,6 +86,8 @@ class TrainConfig:
     cluster_gpus: int | None = None  # GPUs for the run; None = the smallest count that fits
     usd_per_gpu_hour: float | None = None
     idle_fraction: float = IDLE_FRACTION
+    tp: int | None = None  # fix the tensor-parallel degree (None: search)
+    pp: int | None = None  # fix the pipeline degree (None: search)
 
     def __post_init__(self) -> None:
         if self.zero not in (0, 1, 2, 3):
@@ -219,15 +221,6 @@ class TrainPlan:
         }
 
 
-def _tp_choices(spec: Spec, gpus_per_node: int) -> list[int]:
-    out, t = [], 1
-    while t <= gpus_per_node:
-        if tp_problem(spec, t) is None:
-            out.append(t)
-        t *= 2
-    return out
-
-
 def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
     """Training FLOPs, GPU-hours, the smallest layout that fits, and the run on ``cfg.cluster_gpus``.
 
@@ -266,8 +259,10 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
         reason = None if ok else f"needs {mem['total_bytes'] / 2**30:.1f} GiB per GPU, {usable / 2**30:.1f} GiB usable"
         return TrainCandidate(layout, mem, ok, reason)
 
-    tps = _tp_choices(spec, cfg.gpus_per_node)
-    pps = [p for p in PP_CHOICES if p <= spec.model.num_layers]
+    from godprof.plan.serving import parallel_choices
+
+    tps = parallel_choices(spec, cfg.gpus_per_node, cfg.tp)
+    pps = [cfg.pp] if cfg.pp else [p for p in PP_CHOICES if p <= spec.model.num_layers]
     candidates: list[TrainCandidate] = []
     best_per_mp: dict[tuple[int, int], TrainCandidate] = {}
     for tp in tps:
