@@ -23,7 +23,7 @@ class RMSNorm(nn.Module):
     ``group_size`` normalises each group of that many features separately (Mamba-2's grouped gated norm).
     """
 
-    def __init__(self, size: int, dd: FactoryKwargs, eps: float = 1e-6, group_size: int | None = None):
+    def __init__(self, size: int, dd: FactoryKwargs, eps: float = 1e-5, group_size: int | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size, **dd))
         self.eps = eps
