@@ -192,8 +192,9 @@ def compare_table(records: list[dict[str, Any]], setup: Setup) -> Table:
                 t.highlight.update((i, j + 1) for j, k in enumerate(keys) if k == best)
     t.caption = (
         f"Roofline on {rd['compute_dtype']} at {rd['flops_per_s'] / 1e12:,.0f} TFLOP/s and "
-        f"{rd['bytes_per_s'] / 1e12:.2f} TB/s ({rd['basis']}). {ACTIVATIONS_NOTE}. "
-        "Best value per row in bold."
+        f"{rd['bytes_per_s'] / 1e12:.2f} TB/s ({rd['basis']}); TTFT and TPOT are one-GPU bounds even where the "
+        "weights need more GPUs (N-way tensor parallelism divides them by at most N). "
+        f"{ACTIVATIONS_NOTE}. Best value per row in bold."
     )
     return t
 
