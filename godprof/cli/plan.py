@@ -79,12 +79,12 @@ def plan_cmd(
     ] = None,  # fmt: skip
     prompt_tokens: Annotated[
         int | None,
-        typer.Option("--prompt-tokens", min=1, help="Prompt tokens per request [default: 1024].", rich_help_panel=Help),
+        typer.Option("--prompt-tokens", min=1, help="Prompt tokens per request (default: 1024).", rich_help_panel=Help),
     ] = None,  # fmt: skip
     output_tokens: Annotated[
         int | None,
         typer.Option(
-            "--output-tokens", min=1, help="Generated tokens per sample [default: 256].", rich_help_panel=Help
+            "--output-tokens", min=1, help="Generated tokens per sample (default: 256).", rich_help_panel=Help
         ),
     ] = None,  # fmt: skip
     concurrency: Annotated[
@@ -118,12 +118,12 @@ def plan_cmd(
         typer.Option(
             "--dtype",
             "-d",
-            help="Weight format: bf16, fp16, fp32, fp8, int8, int4 [default: the workload's, else bf16].",
+            help="Weight format: bf16, fp16, fp32, fp8, int8, int4 (default: the workload's, else bf16).",
         ),
     ] = None,  # fmt: skip
     kv_dtype: Annotated[
         str | None,
-        typer.Option("--kv-dtype", help="KV cache format [default: activation dtype].", rich_help_panel=Help),
+        typer.Option("--kv-dtype", help="KV cache format (default: activation dtype).", rich_help_panel=Help),
     ] = None,  # fmt: skip
     max_gpus: Annotated[
         int | None,
@@ -135,11 +135,11 @@ def plan_cmd(
     tp: Annotated[
         int | None,
         typer.Option(
-            "--tp", min=1, help="Fix the tensor-parallel degree [default: search powers of two within a node]."
+            "--tp", min=1, help="Fix the tensor-parallel degree (default: search powers of two within a node)."
         ),
     ] = None,  # fmt: skip
     pp: Annotated[
-        int | None, typer.Option("--pp", min=1, help="Fix the pipeline-parallel degree [default: search 1, 2, 4, ...].")
+        int | None, typer.Option("--pp", min=1, help="Fix the pipeline-parallel degree (default: search 1, 2, 4, ...).")
     ] = None,  # fmt: skip
     usd_per_gpu_hour: Annotated[
         float | None,
@@ -226,7 +226,7 @@ def plan_cmd(
         typer.Option(
             "--failure-rate-per-gpu-hour",
             min=0.0,
-            help="Failures per GPU-hour [default: 1.97e-5, Llama 3's 16k-GPU run].",
+            help="Failures per GPU-hour (default: 1.97e-5, Llama 3's 16k-GPU run).",
             rich_help_panel=TrainHelp,
         ),
     ] = None,  # fmt: skip
@@ -235,7 +235,7 @@ def plan_cmd(
         typer.Option(
             "--checkpoint-write-s",
             min=0.0,
-            help="Seconds to write one checkpoint [default: size / 10 GB/s].",
+            help="Seconds to write one checkpoint (default: size / 10 GB/s).",
             rich_help_panel=TrainHelp,
         ),
     ] = None,  # fmt: skip
@@ -244,7 +244,7 @@ def plan_cmd(
         typer.Option(
             "--cluster-gpus",
             min=1,
-            help="GPUs for the run [default: the smallest count that fits].",
+            help="GPUs for the run (default: the smallest count that fits).",
             rich_help_panel=TrainHelp,
         ),
     ] = None,  # fmt: skip

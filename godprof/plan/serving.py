@@ -254,7 +254,8 @@ class _Timer:
         r = R.prefill_time_s(spec, counts, gpu, 1, p, opts.dtype, kv_dtype=opts.kv_dtype)
         comm = p * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
         self.prefill_s = r / tp + comm
-        self.prefill_util = (
+        # stages prefill one after another: one of pp stages is busy at a time
+        self.prefill_util = (1.0 / pp) * (
             self._util(
                 R.prefill_flops(spec, counts, 1, p), R.prefill_bytes(spec, counts, 1, p, opts.dtype, opts.kv_dtype), r
             )
@@ -295,6 +296,8 @@ class _Timer:
             comm = seqs * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
             step = roof / self.layout.tp + comm
             util = self._util(flops, nbytes, roof) * (roof / self.layout.tp) / step
+            # fewer sequences than stages leave stages idle: min(1, sequences / pp) of them are busy
+            util *= min(1.0, requests * self.wl.samples_per_prompt / self.layout.pp)
             bound = "compute" if flops / self.rates.flops_per_s > nbytes / self.rates.bytes_per_s else "memory"
             self._decode[requests] = (step, util, comm / step, bound)
         return self._decode[requests]
