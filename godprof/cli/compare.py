@@ -32,13 +32,13 @@ GpuFiles = Annotated[
 ComputeEff = Annotated[
     float | None,
     typer.Option("--compute-eff", min=0.01, max=1.0,
-                 help="Fraction of the dense peak FLOP/s reached [default: measured figures if the GPU file "
-                      "has them, else 0.6]."),
+                 help="Fraction of the dense peak FLOP/s reached (default: measured figures if the GPU file "
+                      "has them, else 0.6)."),
 ]  # fmt: skip
 BandwidthEff = Annotated[
     float | None,
     typer.Option("--bandwidth-eff", min=0.01, max=1.0,
-                 help="Fraction of the memory bandwidth reached [default: measured, else 0.8]."),
+                 help="Fraction of the memory bandwidth reached (default: measured, else 0.8)."),
 ]  # fmt: skip
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json (stable schema), csv or md.")]
 
@@ -131,11 +131,11 @@ def sweep_cmd(
     ] = "1k..1M",
     points: Annotated[
         int | None,
-        typer.Option("--points", "-n", min=1, help="Contexts in the range [default: one per doubling]."),
+        typer.Option("--points", "-n", min=1, help="Contexts in the range (default: one per doubling)."),
     ] = None,
     batch: Annotated[
         list[int] | None,
-        typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several [default: 1]."),
+        typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several (default: 1)."),
     ] = None,
     gpu: GpuOpt = "h100",
     dtype: DTypeOpt = "bf16",
@@ -156,7 +156,7 @@ def sweep_cmd(
 
     For each spec and batch, at log-spaced contexts: KV cache + SSM state, weights + cache + activations
     (and whether it fits the GPU), prefill FLOPs, decode FLOPs per token, roofline TTFT and TPOT.
-    The terminal plot (and --plot FILE.png/.html, which needs matplotlib: pip install 'godprof[plot]')
+    The terminal plot (and --plot FILE.png/.html, which needs matplotlib, the 'plot' extra)
     draws KV + state bytes and decode time against context on log axes, with the GPU memory as a line:
     attention's KV cache rises with slope 1, an SSM's state is flat.
 
