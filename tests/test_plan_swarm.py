@@ -86,7 +86,7 @@ def test_scaled_workload():
 
 def test_example_swarm_loads():
     s = load_swarm(EXAMPLES / "swarm.yaml")
-    assert s.router_ref == "llama-3-8b" and len(s.members) == 4
+    assert s.router_ref == "qwen3-0.6b" and len(s.members) == 4
     assert sum(m.share for m in s.members) == pytest.approx(1.0)
     assert s.workload is not None and s.workload.rate_per_s == 20
 
@@ -133,8 +133,10 @@ def test_swarm_sums_members_and_compares_with_a_dense_model():
     assert t["router_latency_s"] == pytest.approx(router["ttft_s"] + 4 * router["tpot_s"])
     dense = d["against_totals"]
     assert dense["fits"] and d["against"]["spec"] == "llama-3-70b"
-    # five 8B copies hold 5 x 16.06 GB of weights; one 70B holds 141.1 GB
-    assert t["weights_bytes"] == 5 * 16_060_522_496
+    # bf16 weights, 2 B per parameter: router Qwen3-0.6B 596,049,920; Qwen2.5-7B 7,615,616,512 (twice: code
+    # and math); Llama-3-8B 8,030,261,248; Mistral-7B 7,241,732,096 -> 31,099,276,288 params = 62.2 GB.
+    # One Llama-3-70B holds 70,553,706,496 x 2 = 141.1 GB.
+    assert t["weights_bytes"] == 2 * (596_049_920 + 2 * 7_615_616_512 + 8_030_261_248 + 7_241_732_096)
     assert dense["weights_bytes"] == 141_107_412_992
     # serving the same 20 requests/s, the 8B swarm needs fewer GPUs and less energy per token than a 70B
     assert t["gpus"] < dense["gpus"]
