@@ -331,3 +331,19 @@ def test_rope_frequencies() -> None:
     angle = 10000.0 ** (-6 / 8)
     assert out[3].item() == pytest.approx(math.cos(angle)) and out[7].item() == pytest.approx(math.sin(angle))
     assert out[9].item() == 5.0
+
+
+def test_dtype_names_and_errors() -> None:
+    spec = load_spec(EXAMPLES / "tiny-dense.yaml")
+    model = build_model(spec, "meta", "float16")
+    assert model.dtype == torch.float16
+    assert model.allocate_cache(1, 4, "bf16").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="fp32, bf16 or fp16, not int4"):
+        build_model(spec, "meta", "int4")
+
+
+@torch.no_grad()
+def test_learned_positions_limit_is_a_clear_error() -> None:
+    spec, model = _float_model(NEOX)  # max_position_embeddings: 64
+    with pytest.raises(ValueError, match="learned positions stop at 64"):
+        model(torch.zeros(1, 65, dtype=torch.long))

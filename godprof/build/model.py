@@ -108,9 +108,10 @@ class Model(nn.Module):
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
 
-    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> Cache:
-        """Preallocate every layer's cache for ``batch`` sequences of up to ``max_len`` tokens."""
-        dt = dtype or self.dtype
+    def allocate_cache(self, batch: int, max_len: int, dtype: torch.dtype | str | None = None) -> Cache:
+        """Preallocate every layer's cache for ``batch`` sequences of up to ``max_len`` tokens, in ``dtype``
+        (default: the model's). Allocate it outside ``torch.inference_mode`` if it is also used outside."""
+        dt = torch_dtype(dtype) if dtype is not None else self.dtype
         self.rope.reserve(max_len)
         states = []
         for block in self.layers:
@@ -127,6 +128,10 @@ class Model(nn.Module):
                 raise ValueError(f"batch {B} exceeds the cache's batch {cache.batch}")
             if pos + S > cache.max_len:
                 raise ValueError(f"cache holds {cache.max_len} tokens; {pos} are used and {S} more were given")
+        if self.embed_positions is not None and pos + S > self.embed_positions.num_embeddings:
+            raise ValueError(
+                f"learned positions stop at {self.embed_positions.num_embeddings}; got positions up to {pos + S - 1}"
+            )
         x = self.embed_tokens(input_ids)  # [B, S, h]
         if self.embedding_multiplier != 1.0:
             x = x * self.embedding_multiplier
@@ -174,14 +179,22 @@ class Model(nn.Module):
             self.lm_head_bias.zero_()
 
 
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch float dtype from a torch dtype or a godprof dtype name/alias ("bf16", "float16", ...).
+
+    The build runs in fp32, bf16 or fp16; quantised weight formats (int8, int4, fp8) exist only in the
+    analytic layer, so they raise ValueError here (unknown names raise NotFoundError)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    from godprof.dtypes import get_dtype
+
+    name = get_dtype(dtype).name
+    if name not in _TORCH_DTYPES:
+        raise ValueError(f"the PyTorch build runs in fp32, bf16 or fp16, not {name}")
+    return _TORCH_DTYPES[name]
 
 
 def build_model(
@@ -198,7 +211,7 @@ def build_model(
     (``Model.init_weights``). Returned in eval mode.
     """
     dev = torch.device(device)
-    dt = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    dt = torch_dtype(dtype)
     model = Model(spec, {"device": dev, "dtype": dt})
     if dev.type != "meta":
         model.init_weights(init_std, seed)
