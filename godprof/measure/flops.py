@@ -309,24 +309,24 @@ def _trace_friendly_sdpa() -> Iterator[None]:
 
 def count_fvcore(model: nn.Module, spec: Spec, input_ids: torch.Tensor, last_only: bool) -> CounterResult:
     """fvcore FlopCountAnalysis (jit trace) of one forward (no cache); MACs doubled to FLOPs."""
-    try:
-        from fvcore.nn import FlopCountAnalysis
-    except ImportError as e:
-        return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"fvcore not installed: {e}")
-    wrapped = _LastOnly(model, last_only)
-    fa = FlopCountAnalysis(wrapped, (input_ids,))
-    fa.set_op_handle("aten::scaled_dot_product_attention", _fv_sdpa, "aten::baddbmm", _fv_baddbmm)
-    fa.unsupported_ops_warnings(False)
-    fa.uncalled_modules_warnings(False)
-    fa.tracer_warnings("none")
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), _trace_friendly_sdpa():
-            warnings.simplefilter("ignore")
-            by_op_mac = fa.by_operator()
-            by_module_op = fa.by_module_and_operator()
-            unsupported = dict(fa.unsupported_ops())
-    except Exception as e:  # tracing can fail on exotic code paths; say so rather than crash the run
-        return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"trace failed: {e}")
+    with warnings.catch_warnings():  # fvcore and jit.trace warn about deprecations and tracer constants
+        warnings.simplefilter("ignore")
+        try:
+            from fvcore.nn import FlopCountAnalysis
+        except ImportError as e:
+            return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"fvcore not installed: {e}")
+        fa = FlopCountAnalysis(_LastOnly(model, last_only), (input_ids,))
+        fa.set_op_handle("aten::scaled_dot_product_attention", _fv_sdpa, "aten::baddbmm", _fv_baddbmm)
+        fa.unsupported_ops_warnings(False)
+        fa.uncalled_modules_warnings(False)
+        fa.tracer_warnings("none")
+        try:
+            with torch.no_grad(), _trace_friendly_sdpa():
+                by_op_mac = fa.by_operator()
+                by_module_op = fa.by_module_and_operator()
+                unsupported = dict(fa.unsupported_ops())
+        except Exception as e:  # tracing can fail on exotic code paths; say so rather than crash the run
+            return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"trace failed: {e}")
     by_op: Counter[str] = Counter({op: round(2 * v) for op, v in by_op_mac.items()})
     per_module: dict[str, dict[str, int]] = {}
     for name, ops in by_module_op.items():
