@@ -295,3 +295,17 @@ def test_more_headroom_or_longer_requests_never_raise_concurrency(headroom, prom
     assert longer.max_concurrency <= base.max_concurrency
     # the memory per GPU at the operating point never exceeds what is usable
     assert base.memory["total_bytes"] <= H100.memory_bytes * (1 - headroom)
+
+
+def test_reports_embed_a_plot_and_work_without_matplotlib(monkeypatch):
+    pytest.importorskip("matplotlib")
+    from godprof.plan.report import html_report, markdown_report
+
+    spec = load_spec("llama-3-8b")
+    plan = plan_serving(spec, [H100], ServingWorkload(concurrency=16, slo_tpot_s=0.03), ServeOptions())
+    html = html_report("serve", plan)
+    assert '<img alt="plot" src="data:image/png;base64,' in html
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib now fails
+    md = markdown_report("serve", plan)
+    assert "data:image/png" not in md and "## Figure" not in md
+    assert "## Risks" in md and "## Method" in md
