@@ -49,7 +49,7 @@ Batch = Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences proc
 Seq = Annotated[str, typer.Option("--seq", "-s", help="Prefill / training sequence length (4096, 8k, 1M).")]
 Context = Annotated[
     str | None,
-    typer.Option("--context", "-c", help="Tokens in the KV cache for decode and cache memory [default: --seq]."),
+    typer.Option("--context", "-c", help="Tokens in the KV cache for decode and cache memory (default: the --seq value)."),
 ]
 DTypeOpt = Annotated[
     str,
@@ -58,7 +58,7 @@ DTypeOpt = Annotated[
     ),
 ]
 KVDType = Annotated[
-    str | None, typer.Option("--kv-dtype", help="KV cache and SSM state format [default: the activation dtype].")
+    str | None, typer.Option("--kv-dtype", help="KV cache and SSM state format (default: the activation dtype).")
 ]
 ModeOpt = Annotated[Mode, typer.Option("--mode", "-m", help="inference (prefill + decode) or train.")]
 OptimizerOpt = Annotated[
