@@ -117,6 +117,12 @@ def test_user_gpu_file_with_measured_block(tmp_path):
     mine = rows["my-card"]
     assert mine["memory_bytes"] == 32 * 10**9 and mine["measured"]["flops_per_s"]["bf16"] == 150e12
     assert rows["h100-sxm"]["hbm_bandwidth_bytes_per_s"] == 3_350_000_000_000
+    # the calibrated card reaches the roofline: measured rates replace datasheet x efficiency
+    r = runner.invoke(app, ["compare", "llama-3-8b", "--gpu", "mine", "--gpu-file", str(f), "-f", "json"])
+    assert r.exit_code == 0, r.output
+    roof = json.loads(r.stdout)[0]["roofline"]
+    assert (roof["gpu"], roof["basis"]) == ("my-card", "measured")
+    assert (roof["bytes_per_s"], roof["flops_per_s"]) == (850e9, 150e12)
 
 
 def test_bad_gpu_file_lists_every_problem(tmp_path):
