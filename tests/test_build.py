@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than contending for CI's two cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _spec_files() -> list[Path]:
     """Every architecture spec in specs/ and examples/ (examples/ also holds workload and swarm files)."""
     files = sorted((ROOT / "specs").glob("*.yaml")) + sorted(EXAMPLES.glob("*.yaml"))

@@ -21,6 +21,15 @@ from godprof.spec import parse_spec
 ACTS = ["silu", "gelu", "gelu_tanh", "relu"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than contending for CI's two cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @st.composite
 def attention(draw) -> dict:
     kv = draw(st.sampled_from([1, 2]))
