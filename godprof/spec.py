@@ -252,13 +252,20 @@ class Spec:
 KeyPath = tuple[str | int, ...]
 
 
-def _load_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
-    """Parse YAML once (safe constructors only) and map every key path to its 1-based line."""
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_cls(text)
+def load_yaml(
+    text: str, source: str | None = None, error: type[SpecError] = SpecError
+) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse a YAML document once, with the safe constructors only (no tags that build objects), and
+    map every key path to its 1-based line. Invalid YAML raises ``error`` naming the line."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        msg = getattr(e, "problem", None) or str(e)
+        raise error(source, [Problem("", f"invalid YAML: {msg}", line)]) from None
     finally:
         loader.dispose()
     lines: dict[KeyPath, int] = {}
@@ -280,14 +287,6 @@ def _load_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
     return data, lines
 
 
-def _line_table(text: str) -> dict[KeyPath, int]:
-    """Key path -> line of a YAML document ({} if it does not parse); for other YAML inputs (plan files)."""
-    try:
-        return _load_with_lines(text)[1]
-    except yaml.YAMLError:
-        return {}
-
-
 def _fmt_path(path: KeyPath) -> str:
     out = ""
     for p in path:
@@ -295,7 +294,7 @@ def _fmt_path(path: KeyPath) -> str:
     return out
 
 
-class _Checker:
+class Checker:
     """Collects every problem in a document instead of stopping at the first."""
 
     def __init__(self, source: str | None, lines: dict[KeyPath, int]):
@@ -430,7 +429,7 @@ _TOP_KEYS = {"name", "family", "source", "description", "published", "model", "m
 _PUBLISHED_KEYS = {"params_total", "params_active", "tolerance", "note"}
 
 
-def _parse_model(c: _Checker, raw: Any) -> ModelConfig:
+def _parse_model(c: Checker, raw: Any) -> ModelConfig:
     p: KeyPath = ("model",)
     d = c.mapping(raw, p)
     c.keys(d, p, _MODEL_KEYS, {"vocab_size", "hidden_size", "num_layers"})
@@ -457,7 +456,7 @@ def _parse_model(c: _Checker, raw: Any) -> ModelConfig:
     )
 
 
-def _inner_size(c: _Checker, d: dict, p: KeyPath, hidden: int) -> int:
+def _inner_size(c: Checker, d: dict, p: KeyPath, hidden: int) -> int:
     if "d_inner" in d and "expand" in d:
         c.err((*p, "d_inner"), "give either d_inner or expand, not both")
     if d.get("d_inner") is not None:
@@ -469,7 +468,7 @@ def _inner_size(c: _Checker, d: dict, p: KeyPath, hidden: int) -> int:
     return int(inner)
 
 
-def _parse_mixer(c: _Checker, raw: Any, p: KeyPath, hidden: int) -> Mixer | None:
+def _parse_mixer(c: Checker, raw: Any, p: KeyPath, hidden: int) -> Mixer | None:
     d = c.mapping(raw, p)
     kind = d.get("type")
     if kind == "attention":
@@ -556,7 +555,7 @@ def _parse_mixer(c: _Checker, raw: Any, p: KeyPath, hidden: int) -> Mixer | None
     return None
 
 
-def _parse_ffn(c: _Checker, raw: Any, p: KeyPath) -> tuple[bool, Ffn | None]:
+def _parse_ffn(c: Checker, raw: Any, p: KeyPath) -> tuple[bool, Ffn | None]:
     """Returns (ok, ffn); ffn is None for ``type: none``."""
     d = c.mapping(raw, p)
     kind = d.get("type")
@@ -601,7 +600,7 @@ def _parse_ffn(c: _Checker, raw: Any, p: KeyPath) -> tuple[bool, Ffn | None]:
     return False, None
 
 
-def _resolve_layout(c: _Checker, raw: Any, p: KeyPath, names: set[str], n_layers: int) -> tuple[str, ...]:
+def _resolve_layout(c: Checker, raw: Any, p: KeyPath, names: set[str], n_layers: int) -> tuple[str, ...]:
     """Resolve one layout entry (name, list, or pattern) to a name per layer."""
     fallback = (sorted(names)[0],) * n_layers if names else ()
 
@@ -666,7 +665,7 @@ def _resolve_layout(c: _Checker, raw: Any, p: KeyPath, names: set[str], n_layers
     return tuple(out)
 
 
-def _check_family(c: _Checker, spec: Spec) -> None:
+def _check_family(c: Checker, spec: Spec) -> None:
     fam = spec.family
     attn, ssm, moe = spec.has_attention, spec.has_ssm, spec.has_moe
     ok = {
@@ -685,7 +684,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
 
     Raises SpecError listing every problem with its key path and line.
     """
-    c = _Checker(source, lines or {})
+    c = Checker(source, lines or {})
     d = c.mapping(data, ())
     c.raise_if_any()
     c.keys(d, (), _TOP_KEYS, {"name", "family", "model", "mixers"})
@@ -764,13 +763,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
 
 def parse_spec_text(text: str, source: str | None = None) -> Spec:
     """Parse YAML text (safe loader only) into a validated Spec."""
-    try:
-        data, lines = _load_with_lines(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        msg = getattr(e, "problem", None) or str(e)
-        raise SpecError(source, [Problem("", f"invalid YAML: {msg}", line)]) from None
+    data, lines = load_yaml(text, source)
     return parse_spec(data, source, lines)
 
 

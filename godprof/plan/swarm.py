@@ -37,7 +37,7 @@ from godprof.plan.workload import (
     load_yaml_document,
     parse_workload,
 )
-from godprof.spec import KeyPath, Spec, _Checker
+from godprof.spec import Checker, KeyPath, Spec
 
 _TOP_KEYS = {"name", "description", "router", "specialists", "workload"}
 _MEMBER_KEYS = {"name", "spec", "share", "description"}
@@ -75,7 +75,7 @@ def _resolve_ref(ref: str, base: Path | None) -> str:
 
 def parse_swarm(data: Any, source: str | None = None, lines: dict[KeyPath, int] | None = None) -> SwarmFile:
     """Validate a swarm document; raises WorkloadError listing every problem with its line."""
-    c = _Checker(source, lines or {})
+    c = Checker(source, lines or {})
     d = c.mapping(data, ())
     if c.problems:
         raise WorkloadError(source, c.problems)

@@ -25,10 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from godprof.errors import NotFoundError, Problem, SpecError
-from godprof.spec import KeyPath, _Checker, _line_table
+from godprof.errors import NotFoundError, SpecError
+from godprof.spec import Checker, KeyPath, load_yaml
 
 _TOP_KEYS = {
     "name", "description", "prompt_tokens", "output_tokens", "concurrency", "rate", "samples_per_prompt",
@@ -122,7 +120,7 @@ class ServingWorkload:
         return d
 
 
-def _duration(c: _Checker, d: dict, key: str, path: KeyPath) -> float | None:
+def _duration(c: Checker, d: dict, key: str, path: KeyPath) -> float | None:
     if d.get(key) is None:
         return None
     try:
@@ -132,7 +130,7 @@ def _duration(c: _Checker, d: dict, key: str, path: KeyPath) -> float | None:
         return None
 
 
-def _dtype_name(c: _Checker, d: dict, key: str) -> str | None:
+def _dtype_name(c: Checker, d: dict, key: str) -> str | None:
     name = c.str_(d, key, ())
     if name is None:
         return None
@@ -147,7 +145,7 @@ def _dtype_name(c: _Checker, d: dict, key: str) -> str | None:
 
 def parse_workload(data: Any, source: str | None = None, lines: dict[KeyPath, int] | None = None) -> ServingWorkload:
     """Validate a workload document (already parsed YAML); raises WorkloadError listing every problem."""
-    c = _Checker(source, lines or {})
+    c = Checker(source, lines or {})
     d = c.mapping(data, ())
     if c.problems:
         raise WorkloadError(source, c.problems)
@@ -194,15 +192,8 @@ def load_yaml_document(path: str | Path) -> tuple[Any, dict[KeyPath, int], str]:
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"no such file: {path}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        msg = getattr(e, "problem", None) or str(e)
-        raise WorkloadError(str(p), [Problem("", f"invalid YAML: {msg}", line)]) from None
-    return data, _line_table(text), str(p)
+    data, lines = load_yaml(p.read_text(encoding="utf-8"), str(p), WorkloadError)
+    return data, lines, str(p)
 
 
 def load_workload(path: str | Path) -> ServingWorkload:
