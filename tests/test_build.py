@@ -356,3 +356,36 @@ def test_learned_positions_limit_is_a_clear_error() -> None:
     spec, model = _float_model(NEOX)  # max_position_embeddings: 64
     with pytest.raises(ValueError, match="learned positions stop at 64"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- FLOPs of the built model
+
+
+@pytest.mark.parametrize("ref", ["tiny-dense", "tiny-moe", "tiny-mla", WINDOWED, NEOX], ids=lambda s: s[:12].strip())
+@torch.no_grad()
+def test_counted_flops_equal_analytic(ref: str) -> None:
+    """torch's FlopCounterMode over a prefill (16 tokens) and a decode step equals ``forward_flops`` with
+    the ``full`` attention convention and ``decode_flops_per_token``: the model runs exactly the matmuls
+    the analytic engine counts (top-k experts only, absorbed MLA decode). SDPA runs on the math backend,
+    whose matmuls the counter sees (it does not count the CPU flash kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from godprof.analytic import Workload
+    from godprof.analytic.flops import decode_flops_per_token, forward_flops
+
+    spec, model = _float_model(ref)
+    counts = count_params(spec)
+    B, S = 2, 16
+    ids = _ids(spec, B, S)
+    with sdpa_kernel(SDPBackend.MATH):
+        prefill = FlopCounterMode(display=False)
+        with prefill:
+            model(ids)
+        cache = model.allocate_cache(B, S + 1)
+        model(ids, cache=cache)
+        decode = FlopCounterMode(display=False)
+        with decode:
+            model(ids[:, :1], cache=cache)
+    assert prefill.get_total_flops() == forward_flops(spec, counts, Workload(batch=B, seq=S, attention_flops="full"))
+    assert decode.get_total_flops() == B * decode_flops_per_token(spec, counts, S + 1)
