@@ -361,7 +361,11 @@ def test_learned_positions_limit_is_a_clear_error() -> None:
 # --------------------------------------------------------------------------- FLOPs of the built model
 
 
-@pytest.mark.parametrize("ref", ["tiny-dense", "tiny-moe", "tiny-mla", WINDOWED, NEOX], ids=lambda s: s[:12].strip())
+@pytest.mark.parametrize(
+    "ref",
+    ["tiny-dense", "tiny-moe", "tiny-mla", WINDOWED, NEOX],
+    ids=lambda s: yaml.safe_load(s)["name"] if "\n" in s else s,
+)
 @torch.no_grad()
 def test_counted_flops_equal_analytic(ref: str) -> None:
     """torch's FlopCounterMode over a prefill (16 tokens) and a decode step equals ``forward_flops`` with
