@@ -393,3 +393,27 @@ def test_counted_flops_equal_analytic(ref: str) -> None:
             model(ids[:, :1], cache=cache)
     assert prefill.get_total_flops() == forward_flops(spec, counts, Workload(batch=B, seq=S, attention_flops="full"))
     assert decode.get_total_flops() == B * decode_flops_per_token(spec, counts, S + 1)
+
+
+@pytest.mark.parametrize("ref", ["tiny-dense", "tiny-mla", "tiny-hybrid"])
+@torch.no_grad()
+def test_traceable_for_fvcore(ref: str) -> None:
+    """fvcore counts FLOPs on a torch.jit.trace of the model, where shapes are tensors: SDPA flags must
+    still be Python bools. The trace replays the same logits."""
+    import warnings
+
+    spec, model = _float_model(ref)
+
+    class LastOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.m(ids, last_only=True)
+
+    ids = _ids(spec, 2, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(LastOnly(), (ids,), check_trace=False)
+    torch.testing.assert_close(traced(ids), model(ids, last_only=True), **TOL)

@@ -27,7 +27,7 @@ def _sdpa(
 ) -> torch.Tensor:  # [B, H, S, Dv]
     """SDPA with grouped KV heads. Unmasked calls pass ``enable_gqa`` (flash kernels take it); masked
     calls repeat the kv heads so the memory-efficient kernel (which does not take GQA) can run."""
-    groups = q.shape[1] // k.shape[1]
+    groups = int(q.shape[1]) // int(k.shape[1])  # ints also under torch.jit.trace (fvcore)
     if groups > 1 and mask is not None:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
@@ -99,7 +99,7 @@ class GQAttention(nn.Module):
             if window is not None and S > window:
                 idx = torch.arange(S, device=q.device)
                 return _sdpa(q, k, v, mask=_band_mask(idx, idx, window))
-            return _sdpa(q, k, v, is_causal=S > 1)
+            return _sdpa(q, k, v, is_causal=bool(S > 1))
         kc, vc = state  # [B, K, slots, D]
         slots = kc.shape[2]
         ring = window is not None and slots == window
@@ -213,7 +213,7 @@ class MLAttention(nn.Module):
         k = torch.cat((k_nope, k_pe[:, None].expand(B, H, T, rope_d)), dim=-1)  # [B, H, T, nope + rope]
         q = torch.cat((q_nope, q_pe), dim=-1)  # [B, H, S, nope + rope]
         if T == S:
-            out = _sdpa(q, k, v, is_causal=S > 1, scale=self.scale)  # [B, H, S, v]
+            out = _sdpa(q, k, v, is_causal=bool(S > 1), scale=self.scale)  # [B, H, S, v]
         else:
             q_pos = torch.arange(pos, pos + S, device=x.device)
             mask = _band_mask(q_pos, torch.arange(T, device=x.device), None)
