@@ -80,9 +80,9 @@ def selective_scan(
         b = (dt_c * u[:, c0 : c0 + Q].to(cdt))[..., None] * Bm[:, c0 : c0 + Q, None, :].to(cdt)  # [B, q, di, n]
         q = a.shape[1]
         d = 1
-        while d < q:  # inclusive scan: (a, b)_t <- (a_t a_{t-d}, a_t b_{t-d} + b_t)
-            b = torch.cat((b[:, :d], torch.addcmul(b[:, d:], a[:, d:], b[:, :-d])), dim=1)
-            a = torch.cat((a[:, :d], a[:, d:] * a[:, :-d]), dim=1)
+        while d < q:  # inclusive scan: (a, b)_t <- (a_t a_{t-d}, a_t b_{t-d} + b_t), for t >= d
+            b[:, d:] += a[:, d:] * b[:, :-d]  # the product is a new tensor, so the overlap is safe
+            a[:, d:] = a[:, d:] * a[:, :-d]
             d *= 2
         hs = torch.addcmul(b, a, h[:, None])  # [B, q, di, n]: states after each token
         ys.append(torch.einsum("bldn,bln->bld", hs, Cm[:, c0 : c0 + Q].to(cdt)))  # [B, q, di]
