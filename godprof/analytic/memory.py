@@ -109,7 +109,7 @@ def _layer_inference_elements(spec: Spec, layer: Layer, batch: int, seq: int, fl
         if not flash:
             mix += batch * m.num_heads * seq * seq
     elif isinstance(m, Mamba1):
-        # in_proj (x, z), conv out, x_proj (dt, B, C), dt, y; and one chunk of fp32 scan states
+        # in_proj (x, z), conv out, x_proj (dt, B, C), dt, y
         mix = t * (h + 2 * m.d_inner + m.d_inner + m.dt_rank + 2 * m.d_state + 2 * m.d_inner)
     else:
         assert isinstance(m, Mamba2)
@@ -134,7 +134,9 @@ def inference_activation_bytes(spec: Spec, w: Workload) -> int:
     Keeps: the residual stream and the layer input (2 x tokens x hidden), the largest per-layer transient
     (``_layer_inference_elements``), or at the end the logits: tokens x vocab in the activation dtype plus
     an fp32 copy, for every position (``logits=all``) or only the last one (``logits=last``).
-    Leaves out: allocator fragmentation and workspace of vendor kernels.
+    Leaves out: allocator fragmentation, workspace of vendor kernels, and the scan workspace of the
+    pure-PyTorch SSM reference in ``godprof.build`` (a few fp32 chunk-sized temporaries: Mamba-1 up to
+    ~3 x 64 MiB, Mamba-2 about three [B, H, L, Q] tensors where one is counted here).
     """
     a = w.act_dtype
     h = spec.model.hidden_size
