@@ -20,6 +20,12 @@ What is measured, and how:
   batch (decode) and power x TTFT / (batch x seq) (prefill). Null with the reason when unsupported.
 - FLOPs: one forward (no cache, last-position logits, as in the prefill) counted by FlopCounterMode and
   fvcore (``godprof.measure.flops``).
+- the estimate beside it: ``godprof.analytic.estimate`` for the same batch, seq, dtype and cache length
+  (seq + new_tokens), with last-position logits and ``attention_flops="full"`` (what the counters see).
+
+Memory is measured on the first, eager, prefill and decode. With ``--compile`` the decode step is
+compiled during a warm-up run (at least one), so compilation never lands in a timed step; the JSON
+records how many graphs (and graph breaks) torch.compile produced.
 
 Nothing here changes any device setting (clocks, power limits, modes); it only reads them.
 """
@@ -131,6 +137,7 @@ class Measurement:
     flops: FlopComparison | None
     derived: dict[str, Any] = field(default_factory=dict)  # throughput, bandwidth, MBU/MFU, roofline times
     notes: list[str] = field(default_factory=list)
+    compile_info: dict[str, int] | None = None  # graphs and graph breaks torch.compile produced
 
     @property
     def energy_j_per_token(self) -> float | None:
@@ -158,6 +165,7 @@ class Measurement:
                 "compile": c.compile,
                 "cache_len": c.max_len,
                 "decode_context": c.decode_context,
+                "compiled": self.compile_info,
             },  # fmt: skip
             "measured": {
                 "device": self.device,
@@ -401,7 +409,7 @@ def _measure(
             return 0.0, []
         return marks.seconds(m0, ms[0]), [marks.seconds(a, b) for a, b in zip(ms, ms[1:], strict=False)]
 
-    # ---- memory pass (first run: peaks of a cold prefill and decode)
+    # ---- memory pass (first run, eager: peaks of a cold prefill and decode)
     report("measuring memory", 1, steps)
     if cuda:
         cuda_reset_peaks(dev)
@@ -411,16 +419,8 @@ def _measure(
             m = nvml.memory()
             nvml_mem["after_prefill"] = None if m is None else m.to_dict()
         cuda_reset_peaks(dev)
-        try:
-            for _ in range(cfg.new_tokens):
-                tok = step(tok)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as e:
-            if cfg.compile:
-                raise CompileFailed(f"torch.compile failed on the decode step: {_first_line(e)}; "
-                                    "run without --compile") from None  # fmt: skip
-            raise
+        for _ in range(cfg.new_tokens):
+            tok = eager_step(tok)  # memory is measured on the eager step (compiling allocates workspaces)
         if nvml is not None:  # read while the decode's memory is still held
             m = nvml.memory()
             nvml_mem["during_decode"] = None if m is None else m.to_dict()
@@ -442,15 +442,11 @@ def _measure(
             tok = prefill()
         live_prefill_peak = live_prefill.peak_bytes
         del live_prefill
-        try:
-            with LiveTensorBytes() as live_decode:
-                for _ in range(cfg.new_tokens):
-                    tok = step(tok)
-        except Exception as e:
-            if cfg.compile:
-                raise CompileFailed(f"torch.compile failed on the decode step: {_first_line(e)}; "
-                                    "run without --compile") from None  # fmt: skip
-            raise
+        # Eager decode here even with --compile: torch.compile does not trace under a dispatch mode
+        # (and would then skip the function for good); the compiled step is timed below.
+        with LiveTensorBytes() as live_decode:
+            for _ in range(cfg.new_tokens):
+                tok = eager_step(tok)
         memory.update(
             method="exact tensor bytes: parameters + cache storages; transient peaks from a TorchDispatchMode "
             "that tracks every aten output storage until it is freed",
@@ -461,9 +457,11 @@ def _measure(
         del live_decode
     del tok
 
-    # ---- warm-up and timing
-    for i in range(cfg.warmup):
-        report(f"warm-up {i + 1}/{cfg.warmup}", 2, steps)
+    # ---- warm-up (at least one with --compile, so compilation never lands in a timed step) and timing
+    warmup = max(cfg.warmup, 1 if cfg.compile else 0)
+    graphs_before = _dynamo_graphs()
+    for i in range(warmup):
+        report(f"warm-up {i + 1}/{warmup}" + (" (compiling)" if cfg.compile and i == 0 else ""), 2, steps)
         try:
             generate(timed=False)
         except torch.OutOfMemoryError:
@@ -472,6 +470,14 @@ def _measure(
             if cfg.compile:
                 raise CompileFailed(f"torch.compile failed: {_first_line(e)}; run without --compile") from None
             raise
+    compile_info = None
+    if cfg.compile:
+        graphs, breaks = (a - b for a, b in zip(_dynamo_graphs(), graphs_before, strict=True))
+        compile_info = {"graphs": graphs, "graph_breaks": breaks}
+        if graphs == 0:
+            notes.append("torch.compile produced no graph: the decode step ran eagerly")
+        elif breaks:
+            notes.append(f"torch.compile: {graphs} graph(s) with {breaks} graph break(s) in the decode step")
     ttft: list[float] = []
     tpot: list[float] = []
     for i in range(cfg.iters):
@@ -529,7 +535,17 @@ def _measure(
         flops=flops,
         derived=derived,
         notes=notes,
+        compile_info=compile_info,
     )
+
+
+def _dynamo_graphs() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process, from torch._dynamo's counters."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:
+        return 0, 0
+    return int(counters["stats"].get("unique_graphs", 0)), int(sum(counters["graph_break"].values()))
 
 
 def _first_line(e: BaseException) -> str:
