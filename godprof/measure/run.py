@@ -486,6 +486,7 @@ def _measure(
         ttft.append(a)
         tpot.extend(b)
     ttft_stats, tpot_stats = TimingStats.of(ttft), TimingStats.of(tpot)
+    device = device_info(dev, nvml, nvml_reason)  # clocks read now, right after the timed runs
 
     # ---- energy
     report("measuring energy", 4, steps)
@@ -516,7 +517,6 @@ def _measure(
         flops = compare_flops(model, spec, cfg.batch, cfg.seq, last_only=True, fvcore=cfg.fvcore, seed=cfg.seed)
     report("done", 6, steps)
 
-    device = device_info(dev, nvml, nvml_reason)
     derived = _derived(spec, est, cfg, device, ttft_stats, tpot_stats, notes)
     if params != est.params.total:
         notes.append(f"built parameters ({params:,}) differ from the analytic total ({est.params.total:,})")
