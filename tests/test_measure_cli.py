@@ -146,6 +146,15 @@ def test_unknown_spec_exits_2():
     assert "no-such-model" in one_error_line(r)
 
 
+def test_too_big_for_the_host_is_refused_before_building():
+    # llama-3.1-405b in fp32: 4 x 405.9e9 B = 1.6 TB of weights, more than any CI machine's RAM; the
+    # check runs before a single tensor is allocated.
+    r = run("llama-3.1-405b", "--device", "cpu")
+    assert r.exit_code == 3
+    line = one_error_line(r)
+    assert "does not fit on cpu" in line and "1,6" in line and "available RAM" in line
+
+
 def test_out_of_memory_becomes_does_not_fit(monkeypatch):
     import godprof.build
 

@@ -296,6 +296,16 @@ class _Marks:
 # --------------------------------------------------------------------------- the measurement
 
 
+def _host_memory() -> tuple[int | None, int | None]:
+    """(available, total) RAM in bytes from /proc/meminfo (Linux); (None, None) elsewhere."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo", encoding="ascii").read().splitlines())
+        kib = {k: int(v.split()[0]) * 1024 for k, v in info.items() if k in ("MemAvailable", "MemTotal")}
+        return kib.get("MemAvailable"), kib.get("MemTotal")
+    except (OSError, ValueError):
+        return None, None
+
+
 def _release(dev: torch.device) -> None:
     """Free what the measurement held: collect cycles, then return cached blocks to the driver."""
     gc.collect()
@@ -323,6 +333,11 @@ def measure(spec: Spec, dev: torch.device, cfg: MeasureConfig, progress: Progres
         from godprof.measure.nvml import Nvml
 
         nvml, nvml_reason = Nvml.open(dev.index or 0)
+    else:
+        avail, total = _host_memory()
+        fixed = est.memory["weights_bytes"] + est.memory["kv_cache_bytes"] + est.memory["ssm_state_bytes"]
+        if avail is not None and fixed > avail:
+            raise DoesNotFit(needed, avail, total or 0, "cpu", "weights and cache alone exceed the available RAM")
     state: dict[str, Any] = {}
     oom: str | None = None
     try:
