@@ -160,9 +160,7 @@ def _embedding_bytes(spec: Spec, counts: ParamCounts, dtype: DType) -> int:
     return -((-n * d.bits) // 8)
 
 
-def weights_touched_bytes(
-    spec: Spec, counts: ParamCounts, tokens: int, dtype: str = "bf16", rows: int = 1
-) -> int:
+def weights_touched_bytes(spec: Spec, counts: ParamCounts, tokens: int, dtype: str = "bf16", rows: int = 1) -> int:
     """Weight bytes read by a pass over ``tokens`` tokens (``rows`` embedding rows looked up).
 
     All weights, less the untied embedding tables except ``rows`` rows of them, less the routed experts
@@ -241,6 +239,23 @@ def prefill_time_s(
     return max(compute, memory)
 
 
+def _decode_limits(
+    spec: Spec,
+    counts: ParamCounts,
+    gpu: GPU,
+    batch: int,
+    context: int,
+    dtype: str,
+    kv_dtype: str | None,
+    eff: Efficiency | None,
+) -> tuple[float, float]:
+    """(compute time, memory time) of one decode step: the two roofs."""
+    r = rates(gpu, dtype, eff)
+    compute = decode_flops(spec, counts, batch, context) / r.flops_per_s
+    memory = decode_bytes(spec, counts, batch, context, dtype, kv_dtype) / r.bytes_per_s
+    return compute, memory
+
+
 def decode_step_time_s(
     spec: Spec,
     counts: ParamCounts,
@@ -252,10 +267,7 @@ def decode_step_time_s(
     eff: Efficiency | None = None,
 ) -> float:
     """Roofline time of one decode step of ``batch`` sequences at ``context`` tokens (TPOT)."""
-    r = rates(gpu, dtype, eff)
-    compute = decode_flops(spec, counts, batch, context) / r.flops_per_s
-    memory = decode_bytes(spec, counts, batch, context, dtype, kv_dtype) / r.bytes_per_s
-    return max(compute, memory)
+    return max(_decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, eff))
 
 
 def decode_bound(
@@ -269,9 +281,7 @@ def decode_bound(
     eff: Efficiency | None = None,
 ) -> str:
     """'memory' or 'compute': which roof limits the decode step."""
-    r = rates(gpu, dtype, eff)
-    compute = decode_flops(spec, counts, batch, context) / r.flops_per_s
-    memory = decode_bytes(spec, counts, batch, context, dtype, kv_dtype) / r.bytes_per_s
+    compute, memory = _decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, eff)
     return "compute" if compute > memory else "memory"
 
 

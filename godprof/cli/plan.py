@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from godprof.cli.common import ExitCode, emit_json, guard
+from godprof.cli.options import OptimizerChoice, RecomputeChoice
 
 if TYPE_CHECKING:
     from godprof.plan.workload import ServingWorkload
@@ -20,18 +21,6 @@ class PlanFormat(str, Enum):
     json = "json"
     md = "md"
     html = "html"
-
-
-class Recompute(str, Enum):
-    none = "none"
-    selective = "selective"
-    full = "full"
-
-
-class Optimizer(str, Enum):
-    adamw = "adamw"
-    adamw8bit = "adamw8bit"
-    sgd = "sgd"
 
 
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
@@ -202,11 +191,12 @@ def plan_cmd(
         ),
     ] = 1,  # fmt: skip
     recompute: Annotated[
-        Recompute, typer.Option("--recompute", help="Activation recomputation.", rich_help_panel=TrainHelp)
-    ] = Recompute.selective,  # fmt: skip
+        RecomputeChoice, typer.Option("--recompute", help="Activation recomputation.", rich_help_panel=TrainHelp)
+    ] = RecomputeChoice.selective,  # fmt: skip
     optimizer: Annotated[
-        Optimizer, typer.Option("--optimizer", help="Optimizer (state bytes per parameter).", rich_help_panel=TrainHelp)
-    ] = Optimizer.adamw,  # fmt: skip
+        OptimizerChoice,
+        typer.Option("--optimizer", help="Optimizer (state bytes per parameter).", rich_help_panel=TrainHelp),
+    ] = OptimizerChoice.adamw,  # fmt: skip
     seq: Annotated[
         str, typer.Option("--seq", help="Training sequence length (4096, 8k).", rich_help_panel=TrainHelp)
     ] = "4096",  # fmt: skip
