@@ -111,9 +111,7 @@ class GPU:
         if self.measured is not None:
             m = self.measured
             d["measured"] = {
-                "bandwidth_bytes_per_s": None
-                if m.bandwidth_bytes_per_s is None
-                else int(m.bandwidth_bytes_per_s),
+                "bandwidth_bytes_per_s": None if m.bandwidth_bytes_per_s is None else int(m.bandwidth_bytes_per_s),
                 "flops_per_s": dict(m.flops_per_s),
                 "note": m.note,
             }

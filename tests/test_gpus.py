@@ -133,9 +133,13 @@ def test_bad_gpu_file_lists_every_problem(tmp_path):
     with pytest.raises(SpecError) as e:
         load_gpu("bad", [f])
     msg = str(e.value)
-    for fragment in ("missing required key 'source'", "exactly one of memory_gib", "hbm_bandwidth_gb_per_s",
-                     "unknown dtype 'bf61'; did you mean 'bf16'?",
-                     "unknown key 'tdp_watts'; did you mean 'tdp_w'?"):
+    for fragment in (
+        "missing required key 'source'",
+        "exactly one of memory_gib",
+        "hbm_bandwidth_gb_per_s",
+        "unknown dtype 'bf61'; did you mean 'bf16'?",
+        "unknown key 'tdp_watts'; did you mean 'tdp_w'?",
+    ):
         assert fragment in msg, fragment  # fmt: skip
     r = runner.invoke(app, ["gpus", "--gpu-file", str(f)])
     assert r.exit_code == 2 and "Traceback" not in r.output

@@ -61,9 +61,7 @@ def compare_cmd(
     specs: SpecsArg,
     gpu: GpuOpt = "h100",
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")] = 1,
-    context: Annotated[
-        str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")
-    ] = "8k",
+    context: Annotated[str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")] = "8k",
     dtype: DTypeOpt = "bf16",
     kv_dtype: KVDType = None,
     compute_eff: ComputeEff = None,
@@ -206,9 +204,7 @@ def sweep_cmd(
 
 
 def gpus_cmd(
-    name: Annotated[
-        str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)
-    ] = None,
+    name: Annotated[str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)] = None,
     gpu_file: GpuFiles = None,
     fmt: FormatOpt = Format.table,
 ) -> None:

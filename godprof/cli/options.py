@@ -49,7 +49,9 @@ Batch = Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences proc
 Seq = Annotated[str, typer.Option("--seq", "-s", help="Prefill / training sequence length (4096, 8k, 1M).")]
 Context = Annotated[
     str | None,
-    typer.Option("--context", "-c", help="Tokens in the KV cache for decode and cache memory (default: the --seq value)."),
+    typer.Option(
+        "--context", "-c", help="Tokens in the KV cache for decode and cache memory (default: the --seq value)."
+    ),
 ]
 DTypeOpt = Annotated[
     str,

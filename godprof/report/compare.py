@@ -155,8 +155,12 @@ def _rows(batch: int, ctx: int) -> list[_Row]:
         (f"KV + state at {ctx:,} x {batch}", lambda d: d[m]["cache_bytes"], fmt_bytes, "low"),
         ("weights + cache + activations", lambda d: d[m]["serving_bytes"], fmt_bytes, "low"),
         (f"prefill FLOPs per token ({ctx:,})", lambda d: d[f]["prefill_per_token"], fmt_flops, "low"),
-        (f"decode FLOPs per token (at {ctx:,})",
-         lambda d: d[f]["decode_per_token"] + d[f]["ssm_decode_per_token"], fmt_flops, "low"),  # fmt: skip
+        (
+            f"decode FLOPs per token (at {ctx:,})",
+            lambda d: d[f]["decode_per_token"] + d[f]["ssm_decode_per_token"],
+            fmt_flops,
+            "low",
+        ),  # fmt: skip
         ("TTFT (roofline prefill)", lambda d: d[r]["ttft_s"], fmt_seconds, "low"),
         ("TPOT (roofline decode step)", lambda d: d[r]["tpot_s"], fmt_seconds, "low"),
         ("decode tokens/s (batch)", lambda d: d[r]["decode_tokens_per_s"], lambda x: f"{x:,.0f}", "high"),
@@ -267,15 +271,11 @@ class _Grouped:
 
     def kv_cache_bytes(self, batch: int, context: int, bits: int) -> int:
         """== memory.kv_cache_bytes: per-layer elements x cached tokens, summed, rounded up to bytes once."""
-        elements = sum(
-            n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv
-        )
+        elements = sum(n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv)
         return -((-batch * elements * bits) // 8)
 
 
-def sweep_records(
-    spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]
-) -> list[dict[str, Any]]:
+def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
     """Per (batch, context) point: cache and serving memory, prefill and decode FLOPs, TTFT and TPOT.
 
     Fields agree with ``godprof estimate`` for ``Workload(batch, seq=context, context=context)`` as in
@@ -288,7 +288,7 @@ def sweep_records(
     full = grp.full
     out: list[dict[str, Any]] = []
     for s in setup_batches:
-        g, b, dt, kvd = s.gpu, s.batch, s.dtype, s.kv_dtype
+        g, b, dt = s.gpu, s.batch, s.dtype
         cdt = get_dtype(s.cache_dtype)
         r = R.rates(g, dt, s.eff)
         weights = M.weights_bytes(c, get_dtype(dt))
@@ -364,8 +364,16 @@ def sweep_tables(doc: dict[str, Any]) -> list[Table]:
         t = Table(
             f"{name} · batch {b} · {doc['roofline']['gpu_name']} ({fmt_bytes(mem)}) · "
             f"weights {doc['dtype']} · kv {doc['kv_dtype']}",
-            ["context", "KV + state", "weights + cache + acts", "fits", "prefill FLOPs", "decode FLOPs/token",
-             "TTFT", "TPOT"],  # fmt: skip
+            [
+                "context",
+                "KV + state",
+                "weights + cache + acts",
+                "fits",
+                "prefill FLOPs",
+                "decode FLOPs/token",
+                "TTFT",
+                "TPOT",
+            ],  # fmt: skip
         )
         for p in pts:
             t.add(f"{p['context']:,}", fmt_bytes(p["cache_bytes"]), fmt_bytes(p["serving_bytes"]),
