@@ -100,8 +100,13 @@ def test_ssm_scan_and_conv_are_separate_keys():
     assert f["forward"] == 2 * c.matmul_per_token * 8  # no attention, no scan inside forward
     # conv: 2 x conv_dim 64 x d_conv 4 x 2 layers x 8 tokens
     assert f["conv"] == 2 * 64 * 4 * 2 * 8
-    # SSD chunk 4: per token 2 x (groups 2 x 4 x 8 + heads 4 x 4 x 8) + 4 x 4 x 8 x 8 = 2 x 192 + 1024
-    assert f["ssm_scan"] == (2 * 192 + 1024) * 2 * 8
+    # SSD chunk 4, seq 8 -> c = 2 chunks. Per token: 2 x (groups 2 x 4 x 8 + heads 4 x 4 x 8)
+    # + 4 x heads 4 x head_dim 8 x d_state 8 = 2 x 192 + 1024 = 1408; x 2 layers x 8 tokens = 22,528.
+    # State passing between chunks, per layer and sequence: the (c + 1) x (c + 1) = 3 x 3 chunk-decay
+    # matrix times the 3 states, 2 x heads 4 x 9 x head_dim 8 x d_state 8 = 4,608; x 2 layers = 9,216.
+    assert f["ssm_scan"] == 1408 * 2 * 8 + 4608 * 2 == 31_744
+    # seq 7 still runs 2 chunks of 4 (the last one whole): the same 8 token slots, the same FLOPs
+    assert estimate(s, Workload(seq=7)).flops["ssm_scan"] == 31_744
 
 
 def test_training_memory_mixed_precision_adamw():

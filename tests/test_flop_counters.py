@@ -2,14 +2,9 @@
 
 torch's FlopCounterMode and fvcore's FlopCountAnalysis count one forward (no cache) of the built model;
 the analytic side is ``forward`` with attention "full" (SDPA is counted over the whole seq x seq) plus
-the SSM scan terms the build runs as einsums (``ssm_matmul_flops``). Dense, MoE, MLA, Mamba-1 and the
-hybrid agree *exactly* with FlopCounterMode (integer equality) and within fvcore's einsum rounding.
-
-Mamba-2 is the principled exception to "within 1% of the analytic figure": the build's chunked SSD
-passes states between chunks with an einsum against a (c+1) x (c+1) decay matrix per head, which the
-analytic ``ssm_scan`` leaves out (it is O(chunks^2); negligible at real chunk sizes of 256, but the tiny
-spec's chunk of 8 makes it ~4.6% of the forward at seq 32). The tests pin that gap to exactly the
-state-passing term and hold the counters to analytic + state passing instead.
+the SSM scan terms the build runs as einsums (``ssm_matmul_flops``). Every family (Mamba-2's chunked
+SSD included, with its inter-chunk state passing) agrees *exactly* with FlopCounterMode (integer
+equality) and within fvcore's einsum rounding.
 """
 
 from __future__ import annotations
@@ -25,10 +20,9 @@ from godprof.measure.flops import (
     compare_flops,
     count_fvcore,
     count_torch,
-    ssd_state_passing_flops,
     ssm_matmul_flops,
 )
-from godprof.spec import Mamba2, load_spec
+from godprof.spec import load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY = sorted(p.stem for p in EXAMPLES.glob("tiny-*.yaml"))
@@ -89,9 +83,9 @@ def test_torch_counter_is_exact(comparisons, name):
     spec, c = comparisons[name]
     torch_c = c.counters[0]
     assert torch_c.counter == "torch.FlopCounterMode"
-    # analytic + the build-only Mamba-2 state passing (0 for every other family), to the FLOP
-    assert torch_c.matmul == c.analytic_matmul + c.state_passing
-    assert c.build_error(torch_c) == 0
+    # to the FLOP, Mamba-2's inter-chunk state passing included
+    assert torch_c.matmul == c.analytic_matmul
+    assert c.error(torch_c) == 0
     # the depthwise conv is counted apart and matches the analytic conv exactly (the build pads by hand,
     # so the conv runs over exactly seq outputs)
     assert torch_c.by_category["conv"] == c.analytic_conv
@@ -101,35 +95,28 @@ def test_torch_counter_is_exact(comparisons, name):
 @pytest.mark.parametrize("name", TINY)
 def test_counters_within_one_percent(comparisons, name):
     spec, c = comparisons[name]
-    has_ssd = any(isinstance(m, Mamba2) for m in spec.mixers.values())
     for counter in c.counters:
         assert counter.available, counter.reason
         # fvcore prices generic einsums from numpy's printed 3-digit figure: exact elsewhere
-        assert abs(c.build_error(counter)) < 0.01, (counter.counter, c.build_error(counter))
-        if not has_ssd:
-            assert abs(c.error(counter)) < 0.01
-            if counter.counter.startswith("torch") or "einsum" not in counter.by_operator:
-                assert counter.matmul == c.analytic_matmul
-        else:
-            # The principled exception (module docstring): the strict analytic misses exactly the
-            # state passing, 2 x B x heads x (c+1)^2 x head_dim x d_state per layer.
-            assert c.state_passing > 0.01 * c.analytic_matmul
-            expected_gap = -c.state_passing / counter.matmul
-            assert c.error(counter) == pytest.approx(expected_gap, abs=0.005)
+        assert abs(c.error(counter)) < 0.01, (counter.counter, c.error(counter))
+        if counter.counter.startswith("torch") or "einsum" not in counter.by_operator:
+            assert counter.matmul == c.analytic_matmul
 
 
-def test_ssd_state_passing_hand_count():
-    # tiny-ssm2: 4 layers, 8 heads of 16, d_state 16, chunk 8. seq 32 -> c = 4 chunks, (c + 1)^2 = 25.
-    # 2 x B x 8 x 25 x 16 x 16 = 204,800 per layer at B = 2; 819,200 for 4 layers.
-    spec = load_spec(EXAMPLES / "tiny-ssm2.yaml")
-    assert ssd_state_passing_flops(spec, 2, 32) == 819_200
-    # Scan matmuls per token per layer: 2 x (2 groups x 8 x 16 + 8 heads x 8 x 16) + 4 x 8 x 16 x 16
+def test_ssd_scan_hand_count():
+    # tiny-ssm2: 4 layers, 8 heads of 16, 2 groups, d_state 16, chunk 8; B = 2, seq 32 -> c = 4 chunks.
+    # Per token per layer: 2 x (2 groups x 8 x 16 + 8 heads x 8 x 16) + 4 x 8 x 16 x 16
     # = 2 x (256 + 1,024) + 8,192 = 10,752; x 64 tokens x 4 layers = 2,752,512.
-    assert ssm_matmul_flops(spec, 2, 32) == 2_752_512
+    # State passing, (c + 1)^2 = 25: 2 x B x 8 x 25 x 16 x 16 = 204,800 per layer; 819,200 for 4 layers.
+    spec = load_spec(EXAMPLES / "tiny-ssm2.yaml")
+    assert ssm_matmul_flops(spec, 2, 32) == 2_752_512 + 819_200 == 3_571_712
+    # Without the state passing the analytic figure was 819,200 short of FlopCounterMode, 4.6% of the
+    # forward; now the two are equal (test_torch_counter_is_exact). A seq that is not a multiple of the
+    # chunk computes its last chunk whole: seq 30 -> still 4 chunks of 8, the same 32 token slots.
+    assert ssm_matmul_flops(spec, 2, 30) == 3_571_712
     # Mamba-1 (tiny-ssm: d_inner 128, d_state 16, 4 layers): only y = C.h is a matmul,
     # 2 x 128 x 16 = 4,096 per token per layer.
     assert ssm_matmul_flops(load_spec(EXAMPLES / "tiny-ssm.yaml"), 2, 32) == 4_096 * 64 * 4
-    assert ssd_state_passing_flops(load_spec(EXAMPLES / "tiny-ssm.yaml"), 2, 32) == 0
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -138,10 +125,8 @@ def test_components_match_and_sum_to_forward(comparisons, name):
     comps = analytic_components(spec, B, S, last_only=True)
     assert sum(comps.values()) == c.analytic_matmul  # split by component = the whole analytic figure
     torch_c = c.counters[0]
-    ssd_mixers = {f"mixer:{k}" for k, m in spec.mixers.items() if isinstance(m, Mamba2)}
     for key, value in comps.items():
-        extra = c.state_passing if key in ssd_mixers else 0
-        assert torch_c.by_component[key] == value + extra, key
+        assert torch_c.by_component[key] == value, key
     assert set(torch_c.by_component) == set(comps)
 
 

@@ -100,25 +100,42 @@ def train_flops_per_token(spec: Spec, counts: ParamCounts, w: Workload) -> int:
     return (3 * fwd + extra) // w.seq
 
 
+def mamba2_scan_flops(m: Mamba2, batch: int, seq: int) -> int:
+    """FLOPs of one Mamba-2 SSD scan over batch x seq tokens, in its chunked form (Dao & Gu 2024, sec. 7;
+    state-spaces/mamba ``ssd_minimal``, which ``godprof.build.ssm.ssd_chunked`` follows).
+
+    Chunk Q = min(chunk_size, seq); the sequence is cut into c = ceil(seq / Q) chunks and the last one is
+    computed whole (L = c x Q token slots, as the chunked kernels do). Per token slot: C B^T within its
+    chunk (2 x groups x Q x d_state), that matrix times x (2 x heads x Q x head_dim), the chunk's end
+    state B^T x and the entering state's contribution C h (2 x 2 x heads x head_dim x d_state). Per
+    sequence: passing the states between chunks, one product of the (c + 1) x (c + 1) lower-triangular
+    chunk-decay matrix with the c + 1 states (the initial one included) per head, computed as a dense
+    matmul: 2 x heads x (c + 1)^2 x head_dim x d_state. That last term is O(c^2): at real chunk sizes
+    it is small (Q = 256, seq = 4096: under 2% of the scan) but at Q = 8 it is a sizeable part of the
+    forward. Left out: the elementwise decay cumsum / exp / masking.
+    """
+    q = min(m.chunk_size, seq)
+    c = -(-seq // q)
+    per_slot = 2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim) + 4 * m.num_heads * m.head_dim * m.d_state
+    passing = 2 * m.num_heads * (c + 1) ** 2 * m.head_dim * m.d_state
+    return batch * (per_slot * c * q + passing)
+
+
 def ssm_scan_flops(spec: Spec, batch: int, seq: int) -> int:
     """FLOPs of the SSM scans in a forward over batch x seq tokens (not in ``forward``).
 
     Mamba-1 selective scan, per token and (channel, state) pair: exp(dt*A) (2), dt*B*x (2),
-    h = dA*h + dBx (2), y += C*h (2): 8 x d_inner x d_state. Mamba-2 SSD in its chunked form with chunk
-    Q = min(chunk_size, seq), per token: C B^T within the chunk (2 x groups x Q x d_state), its product
-    with x (2 x heads x Q x head_dim), the chunk state B^T x and the state's contribution C h
-    (2 x 2 x heads x head_dim x d_state); the state passing between chunks is left out.
+    h = dA*h + dBx (2), y += C*h (2): 8 x d_inner x d_state. Mamba-2 SSD: ``mamba2_scan_flops`` (the
+    chunked form, inter-chunk state passing included).
     """
     total = 0
     for layer in spec.layers():
         m = layer.mixer
         if isinstance(m, Mamba1):
-            total += 8 * m.d_inner * m.d_state
+            total += 8 * m.d_inner * m.d_state * batch * seq
         elif isinstance(m, Mamba2):
-            q = min(m.chunk_size, seq)
-            total += 2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim)
-            total += 4 * m.num_heads * m.head_dim * m.d_state
-    return total * batch * seq
+            total += mamba2_scan_flops(m, batch, seq)
+    return total
 
 
 def ssm_decode_flops_per_token(spec: Spec) -> int:

@@ -21,9 +21,8 @@ digits), so its einsum figures are off by up to ~0.05% each.
 
 The analytic figure each counter's matmul FLOPs are compared with is ``forward`` with
 ``attention_flops="full"`` (what the counters see for SDPA) plus ``ssm_matmul_flops``: the parts of the
-SSM scans that the build runs as matrix products (see that function). Mamba-2's inter-chunk state
-passing is a matmul the analytic model leaves out; it is reported apart (``ssd_state_passing_flops``)
-so the counters can be reconciled exactly with analytic + state passing.
+SSM scans that the build runs as matrix products (see that function; Mamba-2's inter-chunk state
+passing included, as in the analytic ``ssm_scan``).
 """
 
 from __future__ import annotations
@@ -80,40 +79,19 @@ def ssm_matmul_flops(spec: Spec, batch: int, seq: int) -> int:
 
     Mamba-1 (``godprof.build.ssm.selective_scan``): only the output contraction y = C . h, an einsum
     over d_state: 2 x d_inner x d_state per token; the rest of its 8 x d_inner x d_state (exp(dt A),
-    dt B x, the scan's multiply-adds) is elementwise. Mamba-2 (``ssd_chunked``, chunk Q = min(chunk_size,
-    seq)): all four terms of the analytic count run as einsums: C B^T inside a chunk
-    (2 x groups x Q x d_state), its product with x (2 x heads x Q x head_dim), the chunk states B^T x
-    and the entering state's contribution C h (2 x 2 x heads x head_dim x d_state), per token.
+    dt B x, the scan's multiply-adds) is elementwise. Mamba-2 (``ssd_chunked``): every term of the
+    analytic count (``flops.mamba2_scan_flops``) runs as an einsum: C B^T inside a chunk, its product
+    with x, the chunk states B^T x, the entering state's contribution C h, and the state passing
+    between chunks against the (c + 1) x (c + 1) chunk-decay matrix.
     """
     total = 0
     for layer in spec.layers():
         m = layer.mixer
         if isinstance(m, Mamba1):
-            total += 2 * m.d_inner * m.d_state
+            total += 2 * m.d_inner * m.d_state * batch * seq
         elif isinstance(m, Mamba2):
-            q = min(m.chunk_size, seq)
-            total += 2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim)
-            total += 4 * m.num_heads * m.head_dim * m.d_state
-    return total * batch * seq
-
-
-def ssd_state_passing_flops(spec: Spec, batch: int, seq: int) -> int:
-    """Matmul FLOPs the build spends outside every analytic figure: Mamba-2's inter-chunk state passing.
-
-    ``ssd_chunked`` passes the states between its c = ceil(seq / Q) chunks with one einsum against a
-    (c + 1) x (c + 1) decay matrix per head: 2 x batch x heads x (c + 1)^2 x head_dim x d_state FLOPs
-    per layer. The analytic ``ssm_scan`` leaves it out (it is O(c^2), small for real chunk sizes: at
-    Q = 256 and seq = 4096 it adds 1.5% to the scan, but at the tiny spec's Q = 8 it is several percent of
-    the whole forward). Reported beside the comparison so the counters can be reconciled exactly.
-    """
-    total = 0
-    for layer in spec.layers():
-        m = layer.mixer
-        if isinstance(m, Mamba2):
-            q = min(m.chunk_size, seq)
-            c = -(-seq // q)
-            total += 2 * m.num_heads * (c + 1) ** 2 * m.head_dim * m.d_state
-    return total * batch
+            total += F.mamba2_scan_flops(m, batch, seq)
+    return total
 
 
 def analytic_components(spec: Spec, batch: int, seq: int, last_only: bool) -> dict[str, int]:
@@ -350,7 +328,6 @@ class FlopComparison:
     analytic_components: dict[str, int]
     analytic_conv: int
     analytic_ssm_scan: int
-    state_passing: int  # ssd_state_passing_flops: build-only matmuls, not in any analytic figure
     counters: list[CounterResult]
 
     @property
@@ -358,22 +335,20 @@ class FlopComparison:
         """What the counters' matmul FLOPs should equal: forward (full attention) + SSM matmuls."""
         return self.analytic_forward + self.analytic_ssm_matmul
 
-    @property
-    def build_matmul(self) -> int:
-        """What the build actually multiplies: analytic matmul + Mamba-2 state passing."""
-        return self.analytic_matmul + self.state_passing
-
     def error(self, c: CounterResult) -> float | None:
         """(analytic - counted) / counted for a counter's matmul FLOPs (the report's estimate-vs-measured sign)."""
         if not c.available or not c.matmul:
             return None
         return (self.analytic_matmul - c.matmul) / c.matmul
 
+    # Aliases from when Mamba-2's state passing was outside the analytic count (tests/test_gpu.py uses
+    # them); the analytic figure now is what the build multiplies.
+    @property
+    def build_matmul(self) -> int:
+        return self.analytic_matmul
+
     def build_error(self, c: CounterResult) -> float | None:
-        """(analytic + state passing - counted) / counted: the error once state passing is accounted for."""
-        if not c.available or not c.matmul:
-            return None
-        return (self.build_matmul - c.matmul) / c.matmul
+        return self.error(c)
 
     def to_dict(self) -> dict:
         return {
@@ -388,11 +363,9 @@ class FlopComparison:
                 "by_component": dict(self.analytic_components),
                 "conv": self.analytic_conv,
                 "ssm_scan": self.analytic_ssm_scan,
-                "ssd_state_passing": self.state_passing,
-                "build_matmul": self.build_matmul,
             },
             "counters": [
-                {**c.to_dict(), "matmul_error": self.error(c), "build_matmul_error": self.build_error(c)}
+                {**c.to_dict(), "matmul_error": self.error(c)}
                 for c in self.counters
             ],
             "not_seen_by_counters": list(NOT_SEEN),
@@ -421,6 +394,5 @@ def compare_flops(
         analytic_components=analytic_components(spec, batch, seq, last_only),
         analytic_conv=F.conv_flops(spec, batch, seq),
         analytic_ssm_scan=F.ssm_scan_flops(spec, batch, seq),
-        state_passing=ssd_state_passing_flops(spec, batch, seq),
         counters=counters,
     )

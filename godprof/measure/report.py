@@ -133,11 +133,6 @@ def flops_table(m: Measurement) -> Table | None:
         cells += [fmt_flops(c.matmul), fmt_pct(rel_error(f.analytic_matmul, c.matmul))]
     t.add(*cells)
     t.highlight.add((len(t.rows) - 1, 1))
-    if f.state_passing:
-        cells = ["+ SSD state passing (build only)", fmt_flops(f.build_matmul)]
-        for c in avail:
-            cells += [fmt_flops(c.matmul), fmt_pct(rel_error(f.build_matmul, c.matmul))]
-        t.add(*cells)
     if f.analytic_conv:
         cells = ["depthwise conv1d (apart)", fmt_flops(f.analytic_conv)]
         for c in avail:
@@ -150,11 +145,6 @@ def flops_table(m: Measurement) -> Table | None:
     unseen = f.analytic_ssm_scan - f.analytic_ssm_matmul
     if unseen:
         notes.append(f"elementwise SSM scan not seen by counters: {fmt_flops(unseen)} (analytic)")
-    if f.state_passing:
-        notes.append(
-            f"Mamba-2's inter-chunk state passing ({fmt_flops(f.state_passing)}) is a matmul the analytic "
-            "model leaves out: the row below the total adds it"
-        )
     for c in f.counters:
         if not c.available:
             notes.append(f"{c.counter} unavailable: {c.reason}")
