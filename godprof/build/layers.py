@@ -58,7 +58,10 @@ def rope_cos_sin(
 class RotaryTables:
     """cos/sin tables shared by a model's rotary layers, keyed by (rotary_dim, theta, dtype, device) and
     grown geometrically, so a decode step slices a table instead of recomputing it in every layer.
-    A plain object (not a buffer): it is derived data and must not appear in parameter counts."""
+    A plain object (not a buffer): it is derived data and must not appear in parameter counts.
+    With a cache the tables cover exactly its max_len positions (``reserve``), without one the
+    forward's positions: 2 x positions x rotary_dim values per key, which
+    ``godprof.analytic.memory.inference_activation_bytes`` counts."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -74,7 +77,7 @@ class RotaryTables:
         key = (rotary_dim, theta, dtype, device)
         t = self.tables.get(key)
         if t is None or t[0].shape[0] < pos + S:
-            n = max(pos + S, self.reserved, 2 * (t[0].shape[0] if t is not None else 0), 256)
+            n = max(pos + S, self.reserved, 2 * (t[0].shape[0] if t is not None else 0))
             t = rope_cos_sin(torch.arange(n, device=device), rotary_dim, theta, dtype)
             self.tables[key] = t
         return t[0][pos : pos + S], t[1][pos : pos + S]
@@ -163,8 +166,9 @@ class MoELayer(nn.Module):
     plus optional shared experts (one MLP of num_shared x size: the same parameters as separate ones)
     behind an optional sigmoid gate (Qwen2-MoE).
 
-    Tokens are grouped per expert by sorting the (token, expert) assignments; each expert runs once on
-    its contiguous slice (a Python loop over experts that received tokens, never over tokens).
+    Tokens are grouped per expert by sorting the (token, expert) assignments; each expert runs on its
+    contiguous slice in blocks of at most ceil(T*k / E) rows (a Python loop over experts and blocks,
+    never over tokens) and writes into one [T*k, h] output.
     Legend: T tokens, h hidden, E experts, k top-k.
     """
 
@@ -197,15 +201,21 @@ class MoELayer(nn.Module):
         else:
             counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()  # one host sync
         x_sorted = x_Th[token_of]  # [T*k, h]
-        outs = []
+        y_sorted = torch.empty_like(x_sorted)  # [T*k, h]: each expert writes its rows
+        # Rows per expert call are capped at the balanced share ceil(T*k / E), so the experts' workspace
+        # is the same whatever the router does (the busiest expert runs in several blocks; the FLOPs
+        # are unchanged). ``godprof.analytic.memory`` counts exactly this block.
+        block = -(-flat_experts.numel() // self.num_experts)
         start = 0
         for e, n in enumerate(counts):
-            if n:
-                outs.append(self.experts.expert(e, x_sorted[start : start + n]))  # [n, h]
+            for b0 in range(start, start + n, block):
+                b1 = min(b0 + block, start + n)
+                y_sorted[b0:b1] = self.experts.expert(e, x_sorted[b0:b1])  # [rows, h]
             start += n
-        y_sorted = torch.cat(outs, dim=0)  # [T*k, h]
-        y_sorted = y_sorted * weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype)
+        del x_sorted
+        y_sorted.mul_(weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype))
         out_Th = torch.zeros_like(x_Th).index_add_(0, token_of, y_sorted)  # [T, h]
+        del y_sorted
         if self.shared is not None:
             shared = self.shared(x_Th)  # [T, h]
             if self.shared_gate is not None:

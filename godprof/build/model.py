@@ -57,18 +57,27 @@ class Block(nn.Module):
                 self.post_ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
 
     def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
-        normed = self.mixer_norm(x)  # [B, S, h]
-        y = self.mixer(normed, pos, state)
-        if self.post_mixer_norm is not None:
-            y = self.post_mixer_norm(y)
-        if self.ffn is None:
-            return x + y
+        # Only what is still needed stays referenced (as transformers' decoder layers do): the normed
+        # input lives while the mixer runs and the mixer output until the residual add, so the FFN runs
+        # beside the block input (still held by the caller), the residual sum and its normed copy.
         if self.parallel:
+            normed = self.mixer_norm(x)  # [B, S, h]
+            y = self.mixer(normed, pos, state)
+            if self.post_mixer_norm is not None:
+                y = self.post_mixer_norm(y)
+            if self.ffn is None:
+                return x + y
             f = self.ffn(self.ffn_norm(x) if self.ffn_norm is not None else normed)
             if self.post_ffn_norm is not None:
                 f = self.post_ffn_norm(f)
             return x + y + f
+        y = self.mixer(self.mixer_norm(x), pos, state)  # [B, S, h]
+        if self.post_mixer_norm is not None:
+            y = self.post_mixer_norm(y)
+        if self.ffn is None:
+            return x + y
         x = x + y
+        del y
         assert self.ffn_norm is not None
         f = self.ffn(self.ffn_norm(x))
         if self.post_ffn_norm is not None:

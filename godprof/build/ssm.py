@@ -64,19 +64,22 @@ def selective_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # y [B, S, di] fp32 (without D), final state [B, di, n]
     """Mamba-1 selective scan h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, y_t = C_t . h_t, in fp32.
 
-    Chunks of Q tokens; inside a chunk a Hillis-Steele scan over (decay, input) pairs takes log2(Q)
-    vectorised steps and never divides by a decay, so it is stable for any dt and A.
+    Chunks of Q tokens (``scan_chunk``); inside a chunk a Hillis-Steele scan over (decay, input) pairs
+    takes log2(Q) vectorised steps and never divides by a decay, so it is stable for any dt and A.
+    Memory: the fp32 output y [B, S, di] plus, per chunk of q tokens, the decays and inputs
+    [B, q, di, n] (updated in place, the states end up in the inputs' storage) and one product of
+    [B, q - d, di, n] per scan step; nothing of a chunk outlives it but the last state.
     """
     Bsz, S, di = u.shape
     n = A.shape[1]
-    Q = max(1, min(256, _SCAN_ELEMENTS // max(1, Bsz * di * n)))
-    Q = 1 << (Q.bit_length() - 1)  # a power of two
+    Q = scan_chunk(Bsz, di, n)
     cdt = torch.promote_types(h0.dtype, torch.float32)  # fp32 (fp64 when given fp64)
-    ys = []
+    y = torch.empty(Bsz, S, di, dtype=cdt, device=u.device)
     h = h0.to(cdt)
     for c0 in range(0, S, Q):
         dt_c = dt[:, c0 : c0 + Q].to(cdt)  # [B, q, di]
-        a = torch.exp(dt_c[..., None] * A)  # [B, q, di, n]
+        a = dt_c[..., None] * A  # [B, q, di, n]
+        a.exp_()
         b = (dt_c * u[:, c0 : c0 + Q].to(cdt))[..., None] * Bm[:, c0 : c0 + Q, None, :].to(cdt)  # [B, q, di, n]
         q = a.shape[1]
         d = 1
@@ -84,10 +87,20 @@ def selective_scan(
             b[:, d:] += a[:, d:] * b[:, :-d]  # the product is a new tensor, so the overlap is safe
             a[:, d:] = a[:, d:] * a[:, :-d]
             d *= 2
-        hs = torch.addcmul(b, a, h[:, None])  # [B, q, di, n]: states after each token
-        ys.append(torch.einsum("bldn,bln->bld", hs, Cm[:, c0 : c0 + Q].to(cdt)))  # [B, q, di]
-        h = hs[:, -1]
-    return torch.cat(ys, dim=1), h
+        b.addcmul_(a, h[:, None])  # [B, q, di, n]: states after each token
+        del a
+        y[:, c0 : c0 + q] = torch.einsum("bldn,bln->bld", b, Cm[:, c0 : c0 + Q].to(cdt))  # [B, q, di]
+        h = b[:, -1].clone()
+        del b
+    return y, h
+
+
+def scan_chunk(batch: int, d_inner: int, d_state: int) -> int:
+    """Tokens per chunk of ``selective_scan``: the largest power of two Q <= 256 with
+    batch x Q x d_inner x d_state <= ``_SCAN_ELEMENTS`` (at least 1). Mirrored by
+    ``godprof.analytic.memory`` (the chunk sets the scan's memory)."""
+    Q = max(1, min(256, _SCAN_ELEMENTS // max(1, batch * d_inner * d_state)))
+    return 1 << (Q.bit_length() - 1)  # a power of two
 
 
 class Mamba1Mixer(nn.Module):
@@ -188,31 +201,41 @@ def ssd_chunked(
     G, N = Bm.shape[2], Bm.shape[3]
     hg = H // G
     pad = (-L) % chunk
+    X = x * dt[..., None]  # [b, L, H, P]
+    Adt = A * dt  # [b, L, H]
     if pad:
-        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        X, Adt = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(Adt, (0, 0, 0, pad))
         Bm, Cm = F.pad(Bm, (0, 0, 0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, 0, 0, pad))
+    else:  # compact B and C (they arrive as strided views of the conv output), as the padded ones are
+        Bm, Cm = Bm.contiguous(), Cm.contiguous()
     Lp = L + pad
     c, Q = Lp // chunk, chunk
-    X = (x * dt[..., None]).view(b, c, Q, G, hg, P)  # [b, c, Q, G, hg, P]
-    Adt = (A * dt).view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
+    X = X.view(b, c, Q, G, hg, P)  # [b, c, Q, G, hg, P]
+    Adt = Adt.view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
     Acum = torch.cumsum(Adt, dim=-1)  # [b, H, c, Q]
     Bc, Cc = Bm.view(b, c, Q, G, N), Cm.view(b, c, Q, G, N)
     # 1. intra-chunk (diagonal blocks): y_l = sum_{s<=l} C_l.B_s exp(A_s+1..l) x_s dt_s
-    decay = torch.exp(_segsum(Adt)).view(b, G, hg, c, Q, Q)  # [b, G, hg, c, Q(l), Q(s)]
-    CB = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # [b, G, c, Q, Q]
-    M = CB[:, :, None] * decay  # [b, G, hg, c, Q, Q]
+    M = torch.exp(_segsum(Adt)).view(b, G, hg, c, Q, Q)  # [b, G, hg, c, Q(l), Q(s)]: decays
+    del Adt
+    M *= torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)[:, :, None]  # times C B^T [b, G, 1, c, Q, Q]
     y = torch.einsum("bgjcls,bcsgjp->bclgjp", M, X)  # [b, c, Q, G, hg, P]
+    del M
     # 2. state at the end of each chunk from its own inputs
     decay_to_end = torch.exp(Acum[..., -1:] - Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
     states = torch.einsum("bclgn,bgjcl,bclgjp->bcgjpn", Bc, decay_to_end, X).reshape(b, c, H, P, N)
+    del X, decay_to_end
     # 3. pass states between chunks (from h0), a [c+1, c+1] decay matrix per head
     states = torch.cat((h0[:, None], states), dim=1)  # [b, c+1, H, P, N]
     chunk_decay = torch.exp(_segsum(F.pad(Acum[..., -1], (1, 0))))  # [b, H, c+1, c+1]
     states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, states)  # [b, c+1, H, P, N]
-    prev, final = states[:, :-1], states[:, -1]  # state entering each chunk, state after the last
+    del chunk_decay
+    final = states[:, -1].clone()  # the state after the last chunk (a copy: `states` dies here)
+    prev = states[:, :-1]  # the state entering each chunk
     # 4. contribution of the entering state to each position: C_l exp(A_1..l) h
     decay_in = torch.exp(Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
-    y = y + torch.einsum("bclgn,bcgjpn,bgjcl->bclgjp", Cc, prev.view(b, c, G, hg, P, N), decay_in)
+    del Acum
+    y += torch.einsum("bclgn,bcgjpn,bgjcl->bclgjp", Cc, prev.view(b, c, G, hg, P, N), decay_in)
+    del states, prev, decay_in
     return y.reshape(b, Lp, H, P)[:, :L], final
 
 
