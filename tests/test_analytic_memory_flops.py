@@ -140,7 +140,32 @@ def test_recomputation_and_flash_reduce_training_activations():
 def test_inference_activation_logits_dominate_prefill_of_large_vocab():
     s = load_spec("llama-3-8b")
     a = estimate(s, Workload(seq=4096)).memory["activations_bytes"]
-    # hidden 4096 x 4096 tokens in bf16 + logits 4096 x 128256 in bf16 and an fp32 copy
-    assert a == 4096 * 4096 * 2 + 4096 * 128256 * (2 + 4)
+    # rotary tables 2 x context 4096 x 128 dims in bf16 = 2,097,152, plus the head: final hidden states
+    # 4096 x 4096 in bf16 + logits 4096 x 128256 in bf16 and the sampler's fp32 copy
+    assert a == 2 * 4096 * 128 * 2 + 4096 * 4096 * 2 + 4096 * 128256 * (2 + 4) == 3_187_671_040
     last = estimate(s, Workload(seq=4096, logits="last")).memory["activations_bytes"]
     assert last < a
+
+
+def test_inference_activation_peak_hand_derived():
+    # tiny-gqa: h 32, 4 heads / 2 kv heads of 8 (full rotary), SwiGLU 48, vocab 50; batch 2 x seq 4 = 8
+    # tokens, bf16 (2 bytes), context 4.
+    s = spec(TINY_GQA)
+    w = Workload(batch=2, seq=4, logits="last")
+    # rotary tables: cos + sin, 4 positions x 8 dims = 64 values -> 128 bytes
+    # mixer, rotating q: normed input 8 x 32 = 256, q 8 x 32 = 256, k and v 8 x 16 = 128 each (768), plus
+    #   rotated half, q*cos, rotated*sin, sum: 4 x 256 = 1,024 -> 1,792 values = 3,584 bytes
+    #   (rotating k: 768 + rotated q 256 + 4 x 128 = 1,536; attention: 768 + q 256 + out 256 +
+    #   max(fp32 lse 2 x 4 x 4 x 4 = 128 bytes, o_proj output 512 bytes) -> 2,560 bytes)
+    # FFN: residual sum 256 + normed 256 + max(3 x 8 x 48, 8 x (48 + 32)) = 1,152 -> 1,664 values = 3,328
+    # body: block input 256 values (512 bytes) + max(3,584, 3,328) = 4,096 bytes
+    # head (last logits): 2 x 32 hidden x 2 + 2 x 50 logits x (2 + fp32 copy 4) = 728 bytes
+    assert estimate(s, w).memory["activations_bytes"] == 128 + 4096 == 4224
+    # fp32: the same values at 4 bytes (no fp32 copies to make): 256 + 4 x (256 + 1,792) = 8,448
+    w32 = Workload(batch=2, seq=4, logits="last", dtype="fp32")
+    assert estimate(s, w32).memory["activations_bytes"] == 8448
+    # no flash: PyTorch's math kernel holds one scaled q copy 8 x 32, the 4 x 4 mask and two fp32
+    # 2 x 4 x 4 x 4 score tensors (fp32: 4 x (256 + 16 + 256) = 2,112 bytes), and fp32 copies of q, k, v in
+    # bf16 (4 x (256 + 128 + 128) = 2,048): attention 2 x 768 + 4,160 = 5,696 > 3,584
+    nf = Workload(batch=2, seq=4, logits="last", flash_attention=False)
+    assert estimate(s, nf).memory["activations_bytes"] == 128 + 512 + 5696

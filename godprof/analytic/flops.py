@@ -116,7 +116,9 @@ def mamba2_scan_flops(m: Mamba2, batch: int, seq: int) -> int:
     """
     q = min(m.chunk_size, seq)
     c = -(-seq // q)
-    per_slot = 2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim) + 4 * m.num_heads * m.head_dim * m.d_state
+    per_slot = (
+        2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim) + 4 * m.num_heads * m.head_dim * m.d_state
+    )
     passing = 2 * m.num_heads * (c + 1) ** 2 * m.head_dim * m.d_state
     return batch * (per_slot * c * q + passing)
 

@@ -89,63 +89,213 @@ def ssm_state_bytes(spec: Spec, batch: int, dtype: DType) -> int:
 
 
 # --------------------------------------------------------------------------- activations
+#
+# The inference model follows what ``godprof.build`` keeps alive during a prefill, tensor by tensor
+# (``godprof measure --device cpu`` records the exact peak of live tensor bytes and the tests hold this
+# model to it within 2%). Sizes are in bytes: ``a`` is the activation dtype's size; ``cv`` is 4 when an
+# ``x.float()`` makes an fp32 copy (activations not in fp32) and 0 when it is a no-op; SSM scans and
+# attention statistics are fp32 whatever the activation dtype.
+
+FP32_BYTES = 4
+SCAN_ELEMENTS = 1 << 24  # godprof.build.ssm._SCAN_ELEMENTS: the Mamba-1 scan's chunk budget
 
 
-def _layer_inference_elements(spec: Spec, layer: Layer, batch: int, seq: int, flash: bool) -> int:
-    """Transient elements alive inside one layer during a prefill of batch x seq tokens: the normed input,
-    the mixer's projections and output, or the FFN's hidden tensors, whichever is larger (they are not
-    alive together). Without flash attention the batch x heads x seq x seq score matrix is added."""
-    h = spec.model.hidden_size
+def mamba1_scan_chunk(batch: int, d_inner: int, d_state: int) -> int:
+    """Tokens per chunk of the build's Mamba-1 scan (``godprof.build.ssm.scan_chunk``): the largest power of
+    two Q <= 256 with batch x Q x d_inner x d_state <= 2^24 fp32 elements (at least 1)."""
+    q = max(1, min(256, SCAN_ELEMENTS // max(1, batch * d_inner * d_state)))
+    return 1 << (q.bit_length() - 1)
+
+
+def _rope_peak(t: int, heads: int, d: int, rd: int) -> int:
+    """Elements besides the input while rotating ``heads`` heads of t tokens: the rotated half, x*cos,
+    rotated*sin and their sum (4 x rd); with partial rotary, then the sum and the re-joined head (rd + d)."""
+    return t * heads * max(4 * rd, d + rd if rd < d else 0)
+
+
+def _math_sdpa_bytes(batch: int, seq: int, heads: int, dqk: int, kv_heads: int, dv: int, cv: int) -> int:
+    """Temporaries of PyTorch's unfused ("math") SDPA at its peak, over the full seq x seq (what it computes
+    on CPU, in fp32): fp32 copies of q, k and v (only when they are not fp32), one scaled q or k copy, the
+    seq x seq causal mask and two batch x heads x seq x seq score tensors (the product and its masked sum)."""
     t = batch * seq
+    copies = cv * t * (heads * dqk + kv_heads * (dqk + dv))
+    return copies + FP32_BYTES * (t * heads * dqk + seq * seq + 2 * batch * heads * seq * seq)
+
+
+def _mixer_peak_bytes(layer: Layer, h: int, batch: int, seq: int, a: int, flash: bool) -> int:
+    """Bytes the mixer holds at its peak during a prefill of batch x seq tokens, its normed input included
+    (the block input and the rotary tables are counted by the caller).
+
+    Attention: q, k, v projections, then either rotary on q (the un-rotated q, k, v stay referenced until
+    both are rotated) or on k, or the attention itself: rotated q, k, v, the output, and the larger of
+    the kernel's fp32 log-sum-exp and o_proj's output (flash), or the math kernel's temporaries.
+    MLA (prefill decompresses): the q projection, the kv latent (raw and normed), rotated q/k rope parts,
+    kv_b_proj's output, the concatenated k and q, then the output (flash) or the math temporaries.
+    Mamba-1: in_proj output, conv output, x_proj output (with Jamba's inner norms only the normed B and C
+    outlive dt_proj), dt (fp32), A and h0 (fp32), the fp32 output y,
+    plus the scan's chunk: decays and inputs [B, q, d_inner, d_state] fp32 and one product of q - 1 tokens
+    per scan step (or, when forming the inputs, dt x u and the fp32 copies of u and B).
+    Mamba-2: ``_ssd_peak_bytes``.
+    """
     m = layer.mixer
+    t = batch * seq
     if isinstance(m, Attention):
-        mix = t * (h + (m.num_heads + 2 * m.num_kv_heads) * m.head_dim + m.num_heads * m.head_dim)
-        if not flash:
-            mix += batch * m.num_heads * seq * seq
-    elif isinstance(m, MLA):
-        latent = (m.q_lora_rank or 0) + m.kv_lora_rank + m.qk_rope_head_dim
-        heads = m.num_heads * (2 * m.qk_head_dim + m.v_head_dim + m.v_head_dim)  # q, k, v, out
-        mix = t * (h + latent + heads)
-        if not flash:
-            mix += batch * m.num_heads * seq * seq
-    elif isinstance(m, Mamba1):
-        # in_proj (x, z), conv out, x_proj (dt, B, C), dt, y
-        mix = t * (h + 2 * m.d_inner + m.d_inner + m.dt_rank + 2 * m.d_state + 2 * m.d_inner)
-    else:
-        assert isinstance(m, Mamba2)
-        q = min(m.chunk_size, seq)
-        mix = t * (h + 2 * m.d_inner + 2 * m.n_groups * m.d_state + m.num_heads + m.conv_dim + m.d_inner)
-        mix += batch * m.num_heads * seq * q  # intra-chunk (C B^T o L) matrices, one Q x Q block per chunk
+        H, K, D = m.num_heads, m.num_kv_heads, m.head_dim
+        q, kv = t * H * D, t * K * D
+        base = t * h + q + 2 * kv  # normed input, q, k, v
+        rd = (m.rotary_dim or D) if m.rope else 0
+        phases = []
+        if rd:
+            phases += [a * (base + _rope_peak(t, H, D, rd)), a * (base + q + _rope_peak(t, K, D, rd))]
+        cv = FP32_BYTES if a != FP32_BYTES else 0
+        if flash:
+            attend = a * (base + q) + max(FP32_BYTES * batch * H * seq, a * t * h)
+        else:
+            attend = a * base + _math_sdpa_bytes(batch, seq, H, D, K, D, cv)
+        return max([attend, *phases])
+    if isinstance(m, MLA):
+        H, qk, v, r, rp = m.num_heads, m.qk_head_dim, m.v_head_dim, m.kv_lora_rank, m.qk_rope_head_dim
+        held = t * (h + H * qk + (r + rp) + r + H * rp + rp + H * (m.qk_nope_head_dim + v) + 2 * H * qk)
+        cv = FP32_BYTES if a != FP32_BYTES else 0
+        if flash:
+            return a * (held + t * H * v) + max(FP32_BYTES * batch * H * seq, a * t * h)
+        return a * held + _math_sdpa_bytes(batch, seq, H, qk, H, v, cv)
+    if isinstance(m, Mamba1):
+        di, n = m.d_inner, m.d_state
+        cv = FP32_BYTES if a != FP32_BYTES else 0
+        q = min(mamba1_scan_chunk(batch, di, n), seq)
+        # normed input, in_proj and conv outputs, x_proj's output (only the normed B and C with inner norms)
+        held = a * t * (h + 2 * di + di + (0 if m.inner_norms else m.dt_rank) + 2 * n)
+        held += FP32_BYTES * (t * di + di * n + batch * di * n + t * di)  # dt, A, h0, y
+
+        def scan(rows: int) -> int:  # one chunk of `rows` tokens: forming its inputs, or a scan step
+            chunk = FP32_BYTES * batch * rows * di * n
+            forming = 2 * chunk + (FP32_BYTES + cv) * batch * rows * di + cv * batch * rows * n
+            return max(forming, 2 * chunk + FP32_BYTES * batch * (rows - 1) * di * n)
+
+        peak = scan(q)
+        if seq > q:  # later chunks also hold the state carried from the previous one
+            peak = max(peak, scan(min(q, seq - q)) + FP32_BYTES * batch * di * n)
+        return held + peak
+    assert isinstance(m, Mamba2)
+    return _ssd_peak_bytes(m, h, batch, seq, a)
+
+
+def _ssd_peak_bytes(m: Mamba2, h: int, batch: int, seq: int, a: int) -> int:
+    """Mamba-2 mixer at its peak (``godprof.build.ssm.ssd_chunked``, each tensor freed when it is dead).
+
+    Held: normed input, in_proj output, conv output (and its fp32 copy when activations are not fp32), fp32
+    dt and h0, and inside the SSD the fp32 cumulated decays. Then the largest of its steps, in fp32, over
+    L = c x Q token slots (chunk Q = min(chunk_size, seq), c = ceil(seq / Q)); X = x dt [L, heads,
+    head_dim], y the same size, M the intra-chunk matrices [heads, L, Q], S the chunk states
+    [c, heads, head_dim, d_state] (S1 with the initial state, c + 1 of them):
+    segsum (building M's decays): X, A dt and three M-sized tensors; intra-chunk output: X, M and the
+    copies torch.einsum makes of M and X, and y; chunk states: X, y, X scaled by the decay to the chunk
+    end and its copy, B expanded to the heads, S; state passing: y, S1, its einsum copy and the result
+    (the copy only when batch > 1, when torch.einsum cannot fold batch and heads into one bmm dimension);
+    entering-state contribution: y, S1, the final state, C's copy, S's copy and the product (y-sized).
+    When seq is not a multiple of Q, the padded B and C copies are held too.
+    """
+    t = batch * seq
+    di, H, P, G, N = m.d_inner, m.num_heads, m.head_dim, m.n_groups, m.d_state
+    cv = FP32_BYTES if a != FP32_BYTES else 0
+    Q = min(m.chunk_size, seq)
+    c = -(-seq // Q)
+    L = batch * c * Q  # token slots over the batch
+    held = a * t * (h + 2 * di + 2 * G * N + H + m.conv_dim)
+    held += FP32_BYTES * (t * H + H + batch * H * P * N) + cv * t * (di + 2 * G * N)
+    held += FP32_BYTES * (L * H + 2 * L * G * N)  # cumulated decays, compact (or padded) B and C
+    fold = batch > 1  # torch.einsum copies an operand when batch and heads cannot fold into one dim
+    X = Y = L * H * P
+    M = L * H * Q
+    S = batch * c * H * P * N
+    S1 = batch * (c + 1) * H * P * N
+    steps = (
+        X + L * H + 3 * M,  # segsum
+        X + 2 * M + X + Y,  # intra-chunk output
+        X + Y + 2 * X + fold * L * H * N + S + L * H,  # chunk states
+        Y + (2 + fold) * S1 + batch * H * (c + 1) ** 2,  # state passing
+        Y + S1 + batch * H * P * N + L * G * N + S + Y - L * H,  # entering states (decays replace the cumsum)
+        3 * Y,  # y + x D and the sum
+    )
+    return held + FP32_BYTES * max(steps)
+
+
+def _ffn_peak_bytes(layer: Layer, h: int, batch: int, seq: int, a: int) -> int:
+    """Bytes the FFN holds at its peak, its normed input included.
+
+    Gated MLP: act(gate), up and their product (3 x intermediate), or the product and down_proj's output.
+    Plain MLP: fc1's output and its activation, or the activation and fc2's output. MoE: fp32 router
+    scores [T, E], top-k weights (fp32) and indices, the sort order and source tokens (int64), the gathered
+    inputs and the expert outputs [T*k, h]; each expert call runs on at most ceil(T*k / E) rows (the
+    build's block) with its hidden tensors; then the combined output and the shared experts' MLP.
+    """
     f = layer.ffn
-    ffn = 0
+    t = batch * seq
+
+    def mlp(rows: int, inter: int, gated: bool) -> int:
+        if gated:
+            return rows * max(3 * inter, inter + h)
+        return rows * max(2 * inter, inter + h)
+
     if isinstance(f, MLP):
-        ffn = t * (h + (3 if f.gated else 2) * f.intermediate_size)
-    elif isinstance(f, MoE):
-        per_copy = h + (3 if f.gated else 2) * f.expert_intermediate_size + h
-        ffn = t * (h + f.num_experts + f.top_k * per_copy)
-        if f.num_shared_experts:
-            ffn += t * (3 if f.gated else 2) * f.shared_intermediate_size * f.num_shared_experts
-    return max(mix, ffn)
+        return a * (t * h + mlp(t, f.intermediate_size, f.gated))
+    assert isinstance(f, MoE)
+    cv = FP32_BYTES if a != FP32_BYTES else 0
+    k, E, inter = f.top_k, f.num_experts, f.expert_intermediate_size
+    routing = FP32_BYTES * t * E + (FP32_BYTES + 8) * t * k + 2 * 8 * t * k
+    block = -(-t * k // E)
+    per_row = max(4 * inter, 3 * inter + h) if f.gated else max(2 * inter, inter + h)
+    experts = a * (2 * t * k * h + block * per_row)
+    shared = 0
+    if f.num_shared_experts:
+        s_inter = f.num_shared_experts * f.shared_intermediate_size
+        shared = a * (t * h + mlp(t, s_inter, f.gated))
+    combine = a * t * h + (FP32_BYTES + cv) * t * k + a * t * k * h  # weights gathered per row, in place
+    return a * t * h + routing + max(experts, shared, combine)
 
 
 def inference_activation_bytes(spec: Spec, w: Workload) -> int:
-    """Peak activation bytes of one prefill of ``w.batch`` x ``w.seq`` tokens (model, not allocation count).
+    """Peak activation bytes of one prefill of ``w.batch`` x ``w.seq`` tokens (a model of what the PyTorch
+    build keeps alive; ``godprof measure --device cpu`` checks it against the exact live-tensor peak).
 
-    Keeps: the residual stream and the layer input (2 x tokens x hidden), the largest per-layer transient
-    (``_layer_inference_elements``), or at the end the logits: tokens x vocab in the activation dtype plus
-    an fp32 copy, for every position (``logits=all``) or only the last one (``logits=last``).
-    Leaves out: allocator fragmentation, workspace of vendor kernels, and the scan workspace of the
-    pure-PyTorch SSM reference in ``godprof.build`` (a few fp32 chunk-sized temporaries: Mamba-1 up to
-    ~3 x 64 MiB, Mamba-2 about three [B, H, L, Q] tensors where one is counted here).
+    Keeps: the rotary cos/sin tables (2 x context x rotary_dim per rotary size, cached for the whole
+    context), the block input (held by the caller while the block runs), and the larger of the mixer's
+    peak (``_mixer_peak_bytes``, its normed input included) and the FFN's (``_ffn_peak_bytes``) beside
+    the residual sum; at the end the final hidden states, the logits (every position with
+    ``logits=all``, the last one with ``logits=last``) and, when activations are not fp32, the fp32 copy a
+    sampler makes of them. Without flash attention the score matrices are PyTorch's math kernel's:
+    two fp32 batch x heads x seq x seq tensors and an fp32 mask.
+    Leaves out, because they never set the peak of the bundled examples or are not the build's: norm
+    temporaries (at most two fp32 tokens x hidden tensors, while little else is alive), qk-norm's,
+    learned position embeddings, the repeated KV heads and masks of sliding-window or chunked prefill,
+    allocator caching and fragmentation (CUDA reserves more than it allocates), vendor kernels'
+    workspaces (cuBLAS, flash attention), and the fp32 copy a caller makes of ``logits=all`` in fp32.
+    Where the build's own choices set a figure (Mamba-1's scan chunk, MoE's expert block, torch.einsum's
+    operand copies in the SSD) the model mirrors them; a fused-kernel implementation holds less.
     """
-    a = w.act_dtype
+    a = w.act_dtype.bits // 8
     h = spec.model.hidden_size
     t = w.batch * w.seq
-    layer_peak = max(_layer_inference_elements(spec, lay, w.batch, w.seq, w.flash_attention) for lay in spec.layers())
-    body = _nbytes(2 * t * h + layer_peak, a)
-    logit_rows = t if w.logits == "all" else w.batch
-    head = _nbytes(t * h, a) + _nbytes(logit_rows * spec.model.vocab_size, a) + logit_rows * spec.model.vocab_size * 4
-    return max(body, head)
+    rope = set()
+    for lay in spec.layers():
+        m = lay.mixer
+        if isinstance(m, Attention) and m.rope:
+            rope.add((m.rotary_dim or m.head_dim, m.rope_theta))
+        elif isinstance(m, MLA):
+            rope.add((m.qk_rope_head_dim, m.rope_theta))
+    tables = sum(2 * w.ctx * rd * a for rd, _ in rope)
+    extra_norm = 1 if spec.model.parallel_residual and not spec.model.parallel_shared_norm else 0
+    body = 0
+    for lay in spec.layers():
+        peak = _mixer_peak_bytes(lay, h, w.batch, w.seq, a, w.flash_attention)
+        if lay.ffn is not None:
+            peak = max(peak, a * t * h * (1 + extra_norm) + _ffn_peak_bytes(lay, h, w.batch, w.seq, a))
+        body = max(body, a * t * h + peak)
+    rows = t if w.logits == "all" else w.batch
+    cv = FP32_BYTES if a != FP32_BYTES else 0
+    head = a * rows * h + rows * spec.model.vocab_size * (a + cv)
+    return tables + max(body, head)
 
 
 def _layer_train_elements(spec: Spec, layer: Layer, seq: int, w: Workload) -> tuple[int, int]:

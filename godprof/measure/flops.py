@@ -364,10 +364,7 @@ class FlopComparison:
                 "conv": self.analytic_conv,
                 "ssm_scan": self.analytic_ssm_scan,
             },
-            "counters": [
-                {**c.to_dict(), "matmul_error": self.error(c)}
-                for c in self.counters
-            ],
+            "counters": [{**c.to_dict(), "matmul_error": self.error(c)} for c in self.counters],
             "not_seen_by_counters": list(NOT_SEEN),
         }
 

@@ -66,6 +66,21 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
 
+def fused_attention(spec: Any, device: torch.device | str) -> bool:
+    """Whether ``scaled_dot_product_attention`` runs a fused kernel (no seq x seq scores in memory) for
+    every attention layer of ``spec`` on ``device``: the workload's ``flash_attention`` for the estimate.
+
+    CUDA: yes (flash or memory-efficient kernels; the latter takes a v head dim different from q/k's).
+    CPU: the flash kernel needs equal q/k and v head dims, so MLA layers with v_head_dim != qk_head_dim
+    (DeepSeek: 192 vs 128) run the math kernel, which materialises the scores in fp32.
+    """
+    from godprof.spec import MLA
+
+    if torch.device(device).type != "cpu":
+        return True
+    return not any(isinstance(m, MLA) and m.v_head_dim != m.qk_head_dim for m in spec.mixers.values())
+
+
 def tensor_bytes(tensors: Any) -> int:
     """Bytes of the distinct storages behind ``tensors`` (an iterable or pytree), each counted once."""
     seen: dict[int, int] = {}

@@ -49,7 +49,14 @@ from godprof.dtypes import get_dtype
 from godprof.errors import GodprofError
 from godprof.measure.energy import EnergyResult, measure_window, unsupported
 from godprof.measure.flops import FlopComparison, compare_flops
-from godprof.measure.memory import CudaPhase, LiveTensorBytes, cuda_phase, cuda_reset_peaks, module_bytes
+from godprof.measure.memory import (
+    CudaPhase,
+    LiveTensorBytes,
+    cuda_phase,
+    cuda_reset_peaks,
+    fused_attention,
+    module_bytes,
+)
 from godprof.measure.stats import TimingStats
 from godprof.spec import Spec
 
@@ -318,7 +325,7 @@ def measure(spec: Spec, dev: torch.device, cfg: MeasureConfig, progress: Progres
     (after releasing the model's memory), CompileFailed when ``--compile`` cannot compile."""
     report = progress or (lambda task, done, total: None)
     w = Workload(batch=cfg.batch, seq=cfg.seq, context=cfg.max_len, dtype=cfg.dtype_name,
-                 attention_flops="full", logits="last")  # fmt: skip
+                 attention_flops="full", logits="last", flash_attention=fused_attention(spec, dev))  # fmt: skip
     est = estimate(spec, w)
     needed = est.memory["total_bytes"]
     cuda = dev.type == "cuda"
@@ -400,7 +407,7 @@ def _measure(
     def prefill() -> torch.Tensor:
         cache.reset()
         logits = model(ids, cache=cache, last_only=True)  # [B, 1, V]
-        return logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+        return logits[:, -1].float().argmax(-1, keepdim=True)  # [B, 1]; fp32 logits as a sampler takes them
 
     @torch.no_grad()
     def eager_step(tok: torch.Tensor) -> torch.Tensor:
