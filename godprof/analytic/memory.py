@@ -182,19 +182,17 @@ def _mixer_peak_bytes(layer: Layer, h: int, batch: int, seq: int, a: int, flash:
 
 
 def _ssd_peak_bytes(m: Mamba2, h: int, batch: int, seq: int, a: int) -> int:
-    """Mamba-2 mixer at its peak (``godprof.build.ssm.ssd_chunked``, each tensor freed when it is dead).
+    """Mamba-2 mixer at its peak: ``godprof.build.ssm.ssd_chunked`` step by step (each product one batched
+    matmul on head-major copies, each tensor freed when it is dead).
 
-    Held: normed input, in_proj output, conv output (and its fp32 copy when activations are not fp32), fp32
-    dt and h0, and inside the SSD the fp32 cumulated decays. Then the largest of its steps, in fp32, over
-    L = c x Q token slots (chunk Q = min(chunk_size, seq), c = ceil(seq / Q)); X = x dt [L, heads,
-    head_dim], y the same size, M the intra-chunk matrices [heads, L, Q], S the chunk states
-    [c, heads, head_dim, d_state] (S1 with the initial state, c + 1 of them):
-    segsum (building M's decays): X, A dt and three M-sized tensors; intra-chunk output: X, M and the
-    copies torch.einsum makes of M and X, and y; chunk states: X, y, X scaled by the decay to the chunk
-    end and its copy, B expanded to the heads, S; state passing: y, S1, its einsum copy and the result
-    (the copy only when batch > 1, when torch.einsum cannot fold batch and heads into one bmm dimension);
-    entering-state contribution: y, S1, the final state, C's copy, S's copy and the product (y-sized).
-    When seq is not a multiple of Q, the padded B and C copies are held too.
+    Held by the mixer: normed input, in_proj output, conv output (and the fp32 copies of x, B and C when
+    activations are not fp32), fp32 dt and h0. Inside the SSD, in fp32, over L = c x Q token slots
+    (chunk Q = min(chunk_size, seq), c = ceil(seq / Q), so the last chunk is padded): X = x dt
+    [L, heads, head_dim] and y the same size, the compact B and C [L, groups, d_state], A dt and its
+    cumulated sum [L, heads], the intra-chunk matrices M [L, heads, Q] (two while the segment sums are
+    built), C B^T [L, groups, Q], the chunk states S [c, heads, head_dim, d_state] and S1 with the
+    initial state (c + 1 of them), the (c + 1)^2 chunk-decay matrix per head, and the matmuls' reshaped
+    operand copies. The largest of the steps below is the peak.
     """
     t = batch * seq
     di, H, P, G, N = m.d_inner, m.num_heads, m.head_dim, m.n_groups, m.d_state
@@ -204,21 +202,29 @@ def _ssd_peak_bytes(m: Mamba2, h: int, batch: int, seq: int, a: int) -> int:
     L = batch * c * Q  # token slots over the batch
     held = a * t * (h + 2 * di + 2 * G * N + H + m.conv_dim)
     held += FP32_BYTES * (t * H + H + batch * H * P * N) + cv * t * (di + 2 * G * N)
-    held += FP32_BYTES * (L * H + 2 * L * G * N)  # cumulated decays, compact (or padded) B and C
-    fold = batch > 1  # torch.einsum copies an operand when batch and heads cannot fold into one dim
     X = Y = L * H * P
-    M = L * H * Q
+    LH, LGN, M = L * H, L * G * N, L * H * Q
     S = batch * c * H * P * N
     S1 = batch * (c + 1) * H * P * N
+    fin = batch * H * P * N
+    pad = 2 * LGN if L != t else 0  # padded B and C, until the compact copies are made
     steps = (
-        X + L * H + 3 * M,  # segsum
-        X + 2 * M + X + Y,  # intra-chunk output
-        X + Y + 2 * X + fold * L * H * N + S + L * H,  # chunk states
-        Y + (2 + fold) * S1 + batch * H * (c + 1) ** 2,  # state passing
-        Y + S1 + batch * H * P * N + L * G * N + S + Y - L * H,  # entering states (decays replace the cumsum)
-        3 * Y,  # y + x D and the sum
+        2 * X + LH + pad,  # X to head-major
+        X + LH + pad + 2 * LGN,  # compact B and C
+        X + 2 * LH + 2 * LGN + 2 * M + Q * Q / FP32_BYTES,  # segment sums of A dt, with a Q x Q bool mask
+        X + LH + 2 * LGN + M + L * G * Q,  # C B^T
+        X + LH + 2 * LGN + M + Y,  # intra-chunk output
+        X + 3 * LH + 2 * LGN + Y,  # decay to each chunk's end
+        2 * X + LH + 2 * LGN + Y + S,  # chunk states (X decayed and its reshaped copy)
+        Y + LH + LGN + 2 * S,  # states to [heads, c, head_dim, d_state]
+        Y + LH + LGN + S + S1,  # with the initial state
+        Y + LH + LGN + 2 * S1 + batch * H * (c + 1) ** 2,  # state passing
+        Y + LH + LGN + S1 + fin + S,  # entering states, reshaped copy
+        2 * Y + LH + LGN + fin + S,  # their contribution C h
+        2 * Y + 2 * LH + fin,  # times the decay from the chunk start
+        3 * Y + fin,  # y back to [L, heads, head_dim], then y + x D and the sum
     )
-    return held + FP32_BYTES * max(steps)
+    return held + int(FP32_BYTES * max(steps))
 
 
 def _ffn_peak_bytes(layer: Layer, h: int, batch: int, seq: int, a: int) -> int:

@@ -177,8 +177,9 @@ def _segsum(x: torch.Tensor) -> torch.Tensor:
     below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
     xe = xe.masked_fill(~below, 0)
     cs = torch.cumsum(xe, dim=-2)
+    del xe
     keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=0)
-    return cs.masked_fill(~keep, float("-inf"))
+    return cs.masked_fill_(~keep, float("-inf"))
 
 
 def ssd_chunked(
@@ -206,37 +207,44 @@ def ssd_chunked(
     if pad:
         X, Adt = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(Adt, (0, 0, 0, pad))
         Bm, Cm = F.pad(Bm, (0, 0, 0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, 0, 0, pad))
-    else:  # compact B and C (they arrive as strided views of the conv output), as the padded ones are
-        Bm, Cm = Bm.contiguous(), Cm.contiguous()
     Lp = L + pad
     c, Q = Lp // chunk, chunk
-    X = X.view(b, c, Q, G, hg, P)  # [b, c, Q, G, hg, P]
+    # head-major layouts, so every product below is one batched matmul without hidden operand copies
+    X = X.view(b, c, Q, G, hg, P).permute(0, 3, 4, 1, 2, 5).contiguous()  # [b, G, hg, c, Q, P]
+    Bc = Bm.view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).contiguous()  # [b, G, c, Q, N]
+    Cc = Cm.view(b, c, Q, G, N).permute(0, 3, 1, 2, 4).contiguous()
+    del Bm, Cm
     Adt = Adt.view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
     Acum = torch.cumsum(Adt, dim=-1)  # [b, H, c, Q]
-    Bc, Cc = Bm.view(b, c, Q, G, N), Cm.view(b, c, Q, G, N)
     # 1. intra-chunk (diagonal blocks): y_l = sum_{s<=l} C_l.B_s exp(A_s+1..l) x_s dt_s
-    M = torch.exp(_segsum(Adt)).view(b, G, hg, c, Q, Q)  # [b, G, hg, c, Q(l), Q(s)]: decays
+    M = _segsum(Adt).exp_().view(b, G, hg, c, Q, Q)  # [b, G, hg, c, Q(l), Q(s)]: decays
     del Adt
-    M *= torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)[:, :, None]  # times C B^T [b, G, 1, c, Q, Q]
-    y = torch.einsum("bgjcls,bcsgjp->bclgjp", M, X)  # [b, c, Q, G, hg, P]
+    M *= torch.matmul(Cc, Bc.transpose(-1, -2))[:, :, None]  # times C B^T [b, G, 1, c, Q, Q]
+    y = torch.matmul(M, X)  # [b, G, hg, c, Q, P]
     del M
-    # 2. state at the end of each chunk from its own inputs
+    # 2. state at the end of each chunk from its own inputs: B^T [N, Q] @ (x dt decay) [Q, hg x P]
     decay_to_end = torch.exp(Acum[..., -1:] - Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
-    states = torch.einsum("bclgn,bgjcl,bclgjp->bcgjpn", Bc, decay_to_end, X).reshape(b, c, H, P, N)
-    del X, decay_to_end
+    X *= decay_to_end[..., None]
+    del decay_to_end
+    states = torch.matmul(Bc.transpose(-1, -2), X.permute(0, 1, 3, 4, 2, 5).reshape(b, G, c, Q, hg * P))
+    del X, Bc  # states [b, G, c, N, hg x P]
     # 3. pass states between chunks (from h0), a [c+1, c+1] decay matrix per head
-    states = torch.cat((h0[:, None], states), dim=1)  # [b, c+1, H, P, N]
+    states = states.view(b, G, c, N, hg, P).permute(0, 1, 4, 2, 5, 3).reshape(b, H, c, P, N)
+    states = torch.cat((h0[:, :, None], states), dim=2)  # [b, H, c+1, P, N]
     chunk_decay = torch.exp(_segsum(F.pad(Acum[..., -1], (1, 0))))  # [b, H, c+1, c+1]
-    states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, states)  # [b, c+1, H, P, N]
+    states = torch.matmul(chunk_decay, states.view(b, H, c + 1, P * N)).view(b, H, c + 1, P, N)
     del chunk_decay
-    final = states[:, -1].clone()  # the state after the last chunk (a copy: `states` dies here)
-    prev = states[:, :-1]  # the state entering each chunk
-    # 4. contribution of the entering state to each position: C_l exp(A_1..l) h
-    decay_in = torch.exp(Acum).view(b, G, hg, c, Q)  # [b, G, hg, c, Q]
+    final = states[:, :, -1].clone()  # the state after the last chunk [b, H, P, N]
+    # 4. contribution of the entering state to each position: exp(A_1..l) C_l . h
+    prev = states[:, :, :-1].reshape(b, G, hg, c, P, N).permute(0, 1, 3, 5, 2, 4).reshape(b, G, c, N, hg * P)
+    del states
+    y_in = torch.matmul(Cc, prev).view(b, G, c, Q, hg, P)  # [b, G, c, Q, hg, P]
+    del prev, Cc
+    y_in *= torch.exp(Acum).view(b, G, hg, c, Q).permute(0, 1, 3, 4, 2)[..., None]
     del Acum
-    y += torch.einsum("bclgn,bcgjpn,bgjcl->bclgjp", Cc, prev.view(b, c, G, hg, P, N), decay_in)
-    del states, prev, decay_in
-    return y.reshape(b, Lp, H, P)[:, :L], final
+    y += y_in.permute(0, 1, 4, 2, 3, 5)
+    del y_in
+    return y.permute(0, 3, 4, 1, 2, 5).reshape(b, Lp, H, P)[:, :L], final
 
 
 class Mamba2Mixer(nn.Module):
