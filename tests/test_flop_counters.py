@@ -2,7 +2,7 @@
 
 torch's FlopCounterMode and fvcore's FlopCountAnalysis count one forward (no cache) of the built model;
 the analytic side is ``forward`` with attention "full" (SDPA is counted over the whole seq x seq) plus
-the SSM scan terms the build runs as einsums (``ssm_matmul_flops``). Every family (Mamba-2's chunked
+the SSM scan terms the build runs as matrix products (``ssm_matmul_flops``). Every family (Mamba-2's chunked
 SSD included, with its inter-chunk state passing) agrees *exactly* with FlopCounterMode (integer
 equality) and within fvcore's einsum rounding.
 """

@@ -276,9 +276,9 @@ def inference_activation_bytes(spec: Spec, w: Workload) -> int:
     temporaries (at most two fp32 tokens x hidden tensors, while little else is alive), qk-norm's,
     learned position embeddings, the repeated KV heads and masks of sliding-window or chunked prefill,
     allocator caching and fragmentation (CUDA reserves more than it allocates), vendor kernels'
-    workspaces (cuBLAS, flash attention), and the fp32 copy a caller makes of ``logits=all`` in fp32.
-    Where the build's own choices set a figure (Mamba-1's scan chunk, MoE's expert block, torch.einsum's
-    operand copies in the SSD) the model mirrors them; a fused-kernel implementation holds less.
+    workspaces (cuBLAS, flash attention).
+    Where the build's own choices set a figure (Mamba-1's scan chunk, MoE's expert block, the SSD's
+    reshaped matmul operands) the model mirrors them; a fused-kernel implementation holds less.
     """
     a = w.act_dtype.bits // 8
     h = spec.model.hidden_size

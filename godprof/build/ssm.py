@@ -196,7 +196,9 @@ def ssd_chunked(
     The sequence is zero-padded to a multiple of the chunk (dt = 0 there: decay 1 and no input, so the
     final state is the one after the last real token). Per chunk: the intra-chunk output (C B^T masked
     by the decay matrix, times x dt), the chunk's end state, then the states passed between chunks and
-    their contribution C h.
+    their contribution C h. Every product is one batched matmul on head-major, contiguous operands, and
+    every intermediate is freed once dead, so the memory is what ``godprof.analytic.memory`` counts
+    step by step (an einsum would pick operand copies by its own contraction path).
     """
     b, L, H, P = x.shape
     G, N = Bm.shape[2], Bm.shape[3]

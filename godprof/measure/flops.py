@@ -80,7 +80,7 @@ def ssm_matmul_flops(spec: Spec, batch: int, seq: int) -> int:
     Mamba-1 (``godprof.build.ssm.selective_scan``): only the output contraction y = C . h, an einsum
     over d_state: 2 x d_inner x d_state per token; the rest of its 8 x d_inner x d_state (exp(dt A),
     dt B x, the scan's multiply-adds) is elementwise. Mamba-2 (``ssd_chunked``): every term of the
-    analytic count (``flops.mamba2_scan_flops``) runs as an einsum: C B^T inside a chunk, its product
+    analytic count (``flops.mamba2_scan_flops``) runs as a batched matmul: C B^T inside a chunk, its product
     with x, the chunk states B^T x, the entering state's contribution C h, and the state passing
     between chunks against the (c + 1) x (c + 1) chunk-decay matrix.
     """
