@@ -91,8 +91,8 @@ def test_flop_counters_on_cuda(dense):
     f = dense.flops
     assert f is not None
     torch_c = f.counters[0]
-    assert torch_c.matmul == f.build_matmul  # SDPA's CUDA kernels are in torch's registry
-    assert abs(f.build_error(f.counters[1])) < 0.01
+    assert torch_c.matmul == f.analytic_matmul  # SDPA's CUDA kernels are in torch's registry
+    assert abs(f.error(f.counters[1])) < 0.01
 
 
 def test_peak_memory_estimate_on_a_real_size_model():

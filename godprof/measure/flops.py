@@ -341,15 +341,6 @@ class FlopComparison:
             return None
         return (self.analytic_matmul - c.matmul) / c.matmul
 
-    # Aliases from when Mamba-2's state passing was outside the analytic count (tests/test_gpu.py uses
-    # them); the analytic figure now is what the build multiplies.
-    @property
-    def build_matmul(self) -> int:
-        return self.analytic_matmul
-
-    def build_error(self, c: CounterResult) -> float | None:
-        return self.error(c)
-
     def to_dict(self) -> dict:
         return {
             "batch": self.batch,
