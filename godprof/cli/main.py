@@ -1,29 +1,35 @@
 """The `godprof` command. Each command lives in its own module and is registered here, explicitly.
 
 Command modules import only typer and light godprof modules at import time; heavy imports (rich
-rendering, torch) happen inside the command, so `godprof estimate` starts fast.
+rendering, torch) happen inside the command. Typer inspects the signature of every registered command
+each time it runs, so `run()` builds an app holding only the command being invoked (and imports only
+its module): `godprof estimate` does not pay for `plan`'s forty options. `app` is the whole CLI, for
+`godprof --help`, unknown commands and tests.
 """
 
 from __future__ import annotations
 
+import sys
+from functools import cache
+from importlib import import_module
+from typing import Any
+
 import typer
 
 from godprof import __version__
-from godprof.cli import compare, estimate
-from godprof.cli import measure as measure_cli
-from godprof.cli import plan as plan_cli
-from godprof.cli import specs as specs_cli
 
-app = typer.Typer(
-    name="godprof",
-    help="What a model architecture costs before and after you build it: parameters, VRAM, FLOPs, "
-    "latency, energy, and GPUs to serve or train it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# name -> (module, function), in the order `godprof --help` lists them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "estimate": ("godprof.cli.estimate", "estimate_cmd"),
+    "validate": ("godprof.cli.estimate", "validate_cmd"),
+    "compare": ("godprof.cli.compare", "compare_cmd"),
+    "sweep": ("godprof.cli.compare", "sweep_cmd"),
+    "gpus": ("godprof.cli.compare", "gpus_cmd"),
+    "measure": ("godprof.cli.measure", "measure_cmd"),
+    "plan": ("godprof.cli.plan", "plan_cmd"),
+    "specs": ("godprof.cli.specs", "specs_cmd"),
+    "import": ("godprof.cli.specs", "import_cmd"),
+}
 
 
 def _version(value: bool) -> None:
@@ -32,23 +38,45 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """godprof: analytic estimates (no GPU), PyTorch measurements, comparisons and capacity plans."""
 
 
-app.command("estimate")(estimate.estimate_cmd)
-app.command("validate")(estimate.validate_cmd)
-app.command("compare")(compare.compare_cmd)
-app.command("sweep")(compare.sweep_cmd)
-app.command("gpus")(compare.gpus_cmd)
-app.command("measure")(measure_cli.measure_cmd)
-app.command("plan")(plan_cli.plan_cmd)
-app.command("specs")(specs_cli.specs_cmd)
-app.command("import")(specs_cli.import_cmd)
+def make_app(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
+    """A Typer app with the given commands registered (all of them by default)."""
+    app = typer.Typer(
+        name="godprof",
+        help="What a model architecture costs before and after you build it: parameters, VRAM, FLOPs, "
+        "latency, energy, and GPUs to serve or train it.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(main)
+    for name in names:
+        module, function = COMMANDS[name]
+        app.command(name)(getattr(import_module(module), function))
+    return app
+
+
+@cache
+def full_app() -> typer.Typer:
+    return make_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # built on first use, so importing this module stays cheap
+        return full_app()
+    raise AttributeError(name)
 
 
 def run() -> None:
-    app()
+    args = sys.argv[1:]
+    if args and args[0] in COMMANDS:
+        make_app((args[0],))()
+    else:
+        full_app()()
