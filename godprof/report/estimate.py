@@ -21,11 +21,7 @@ _MEMORY_ROWS = (
 def estimate_tables(e: Estimate) -> list[Table]:
     w = e.workload
     p = e.params
-    head = (
-        f"{e.spec.name} ({e.spec.family}) · {w.mode} · batch {w.batch} · seq {w.seq:,} · context {w.ctx:,} · "
-        f"weights {w.weight_dtype.name} · kv {w.cache_dtype.name}"
-    )
-    params = Table(f"{head}\nParameters", ["component", "total", "active per token", "exact"])
+    params = Table(f"{e.spec.name} ({e.spec.family}): parameters", ["component", "total", "active per token", "exact"])
     params.add("total", fmt_params(p.total), fmt_params(p.active), fmt_int(p.total))
     for comp, n in p.by_component.items():
         if n:
@@ -39,7 +35,11 @@ def estimate_tables(e: Estimate) -> list[Table]:
             k.kind, f"{k.mixer} / {k.ffn}", k.layers, fmt_params(k.params_per_layer), fmt_params(k.active_per_layer)
         )
 
-    mem = Table("Memory", ["item", "size", "bytes"])
+    mem = Table(
+        f"Memory: {w.mode}, batch {w.batch}, seq {w.seq:,}, context {w.ctx:,}, "
+        f"weights {w.weight_dtype.name}, KV {w.cache_dtype.name}",
+        ["item", "size", "bytes"],
+    )
     for label, key in _MEMORY_ROWS:
         if e.memory[key] or key in ("weights_bytes", "activations_bytes"):
             mem.add(label, fmt_bytes(e.memory[key]), fmt_int(e.memory[key]))
@@ -49,16 +49,17 @@ def estimate_tables(e: Estimate) -> list[Table]:
         mem.caption = f"KV cache grows {fmt_bytes(e.memory['kv_bytes_per_token'])} per token per sequence"
 
     f = e.flops
-    fl = Table("FLOPs (1 multiply-add = 2 FLOPs)", ["quantity", "FLOPs", "exact"])
-    fl.add(f"forward, {w.batch} x {w.seq:,} tokens ({w.attention_flops} attention)", fmt_flops(f["forward"]),
-           fmt_int(f["forward"]))  # fmt: skip
-    fl.add(f"decode, per token at context {w.ctx:,}", fmt_flops(f["decode_per_token"]), fmt_int(f["decode_per_token"]))
-    fl.add(
-        f"train, per token (recompute {w.recompute})", fmt_flops(f["train_per_token"]), fmt_int(f["train_per_token"])
+    fl = Table(
+        "FLOPs (1 multiply-add = 2 FLOPs)",
+        ["quantity", "FLOPs", "exact"],
+        caption=f"forward: {w.batch} x {w.seq:,} tokens, {w.attention_flops} attention; decode: one token at "
+        f"context {w.ctx:,}; train: per token, recompute {w.recompute}. SSM scan and conv are not in forward.",
     )
+    rows = [("forward", "forward"), ("decode per token", "decode_per_token"), ("train per token", "train_per_token")]
     if f["ssm_scan"]:
-        fl.add("SSM scan, forward (not in forward)", fmt_flops(f["ssm_scan"]), fmt_int(f["ssm_scan"]))
-        fl.add("SSM conv1d, forward (not in forward)", fmt_flops(f["conv"]), fmt_int(f["conv"]))
+        rows += [("SSM scan", "ssm_scan"), ("SSM conv1d", "conv")]
+    for label, key in rows:
+        fl.add(label, fmt_flops(f[key]), fmt_int(f[key]))
     return [params, layers, mem, fl]
 
 
