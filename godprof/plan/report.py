@@ -102,11 +102,15 @@ def serve_tables(p: ServePlan) -> list[Table]:
     tables.append(t)
     tables.append(alternatives_table(p))
     if p.risks:
-        r = Table("Risks", ["#", "risk"])
-        for i, x in enumerate(p.risks, 1):
-            r.add(i, x)
-        tables.append(r)
+        tables.append(risks_table(p.risks))
     return tables
+
+
+def risks_table(risks: list[str]) -> Table:
+    t = Table("Risks", ["#", "risk"])
+    for i, x in enumerate(risks, 1):
+        t.add(i, x)
+    return t
 
 
 def alternatives_table(p: ServePlan) -> Table:
@@ -233,10 +237,7 @@ def swarm_tables(sp: SwarmPlan) -> list[Table]:
     tables = [mt]
     tables.append(versus_table(sp))
     if sp.risks:
-        rk = Table("Risks", ["#", "risk"])
-        for i, x in enumerate(sp.risks, 1):
-            rk.add(i, x)
-        tables.append(rk)
+        tables.append(risks_table(sp.risks))
     return tables
 
 
