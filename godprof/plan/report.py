@@ -208,10 +208,7 @@ def train_tables(p: TrainPlan) -> list[Table]:
                 "yes" if a.fits else "no", a.reason or "")  # fmt: skip
     tables.append(alt)
     if p.risks:
-        rk = Table("Risks", ["#", "risk"])
-        for i, x in enumerate(p.risks, 1):
-            rk.add(i, x)
-        tables.append(rk)
+        tables.append(risks_table(p.risks))
     return tables
 
 
