@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from godprof.analytic import Workload
-from godprof.analytic.memory import SCAN_ELEMENTS, inference_activation_bytes, mamba1_scan_chunk
+from godprof.analytic.memory import inference_activation_bytes
 from godprof.build import build_model
-from godprof.build.ssm import _SCAN_ELEMENTS, scan_chunk
+from godprof.kinds.mamba1 import SCAN_ELEMENTS, scan_chunk
 from godprof.measure.memory import LiveTensorBytes, fused_attention
 from godprof.spec import load_spec, parse_spec_text
 
@@ -77,10 +77,10 @@ def test_mamba1_scan_in_several_chunks():
         "name: m1\nfamily: ssm\nmodel: {vocab_size: 64, hidden_size: 512, num_layers: 1, tie_embeddings: true}\n"
         "mixers:\n  m: {type: mamba1, d_state: 16, d_conv: 4, expand: 2}\n"
     )
-    assert SCAN_ELEMENTS == _SCAN_ELEMENTS == 1 << 24  # the analytic rule mirrors the build's budget
-    assert mamba1_scan_chunk(8, 1024, 16) == scan_chunk(8, 1024, 16) == 128
-    assert mamba1_scan_chunk(4, 1024, 16) == scan_chunk(4, 1024, 16) == 256
-    assert mamba1_scan_chunk(1, 1 << 30, 1) == scan_chunk(1, 1 << 30, 1) == 1
+    assert SCAN_ELEMENTS == 1 << 24  # one rule, in the kind's module, sizes the build's chunks and the model's
+    assert scan_chunk(8, 1024, 16) == 128
+    assert scan_chunk(4, 1024, 16) == 256
+    assert scan_chunk(1, 1 << 30, 1) == 1
     measured, estimated = measured_and_estimated(spec, 8, 200, "fp32")
     assert abs(estimated - measured) / measured <= TOLERANCE, (estimated, measured)
     assert measured > 3 * 4 * 8 * 128 * 1024 * 16  # beyond three fp32 chunk-sized temporaries

@@ -18,7 +18,8 @@ import yaml
 from godprof.analytic import count_params
 from godprof.analytic.memory import kv_cache_bytes, ssm_state_bytes
 from godprof.build import build_model
-from godprof.build.ssm import selective_scan, ssd_chunked
+from godprof.build.kinds.mamba1 import selective_scan
+from godprof.build.kinds.mamba2 import ssd_chunked
 from godprof.dtypes import get_dtype
 from godprof.spec import load_spec, parse_spec
 

@@ -82,7 +82,7 @@ def _check(cfg: dict[str, Any], source: str) -> None:
     assert ours.total == total, f"{source}: godprof {ours.total:,} != transformers {total:,}"
     assert ours.active == active, f"{source}: active godprof {ours.active:,} != transformers {active:,}"
     assert sum(1 for f in spec.layer_ffns if spec.ffns[f] is not None and spec.ffns[f].type == "moe") == moe_layers
-    ours_attn = sum(1 for m in spec.layer_mixers if spec.mixers[m].kind == "attention")
+    ours_attn = sum(1 for m in spec.layer_mixers if spec.mixers[m].category == "attention")
     hf_attn = sum(1 for layer in _decoder_layers(model) if _has_attention(layer))
     assert ours_attn == hf_attn, f"{source}: {ours_attn} attention layers, transformers has {hf_attn}"
 

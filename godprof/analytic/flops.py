@@ -13,48 +13,24 @@ from __future__ import annotations
 
 from godprof.analytic.params import ParamCounts
 from godprof.analytic.workload import Workload
-from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Spec
+from godprof.kinds.base import MixerKind, attended_pairs
+from godprof.spec import Spec
+
+__all__ = ["attended_pairs", "attention_flops", "decode_flops_per_token", "forward_flops", "train_flops_per_token"]
 
 
-def attended_pairs(seq: int, window: int | None, convention: str) -> int:
-    """Query-key pairs in one sequence of ``seq`` tokens.
-
-    causal: sum over i = 1..seq of min(i, window) (= seq(seq+1)/2 with no window); full: seq x seq.
-    """
-    if convention == "full":
-        return seq * seq
-    if window is None or window >= seq:
-        return seq * (seq + 1) // 2
-    # the first `window` queries see 1..window keys, the remaining ones see `window` each
-    return window * (window + 1) // 2 + (seq - window) * window
-
-
-def _attention_dims(layer: Layer, decode: bool) -> tuple[int, int, int, int | None] | None:
-    """(heads, qk dim, v dim, window) of an attention layer, None for SSM layers.
-
-    MLA prefill decompresses K and V (qk = nope + rope, v = v_head_dim); MLA decode attends in the
-    latent space with the up-projections absorbed (qk = kv_lora_rank + rope, v = kv_lora_rank), whose
-    absorbed matmuls have the same multiply-adds as kv_b_proj and are counted with the Linear weights.
-    """
-    m = layer.mixer
-    if isinstance(m, Attention):
-        return m.num_heads, m.head_dim, m.head_dim, m.sliding_window
-    if isinstance(m, MLA):
-        if decode:
-            return m.num_heads, m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank, None
-        return m.num_heads, m.qk_head_dim, m.v_head_dim, None
-    return None
+def _mixer_counts(spec: Spec) -> list[tuple[MixerKind, int]]:
+    """(mixer kind, number of layers using it) for each distinct mixer entry."""
+    n: dict[str, int] = {}
+    for name in spec.layer_mixers:
+        n[name] = n.get(name, 0) + 1
+    return [(spec.mixers[name], k) for name, k in n.items()]
 
 
 def attention_flops(spec: Spec, batch: int, seq: int, convention: str) -> int:
-    """QK^T and PV FLOPs of a forward over batch x seq tokens: 2 x batch x heads x pairs x (d_qk + d_v)."""
-    total = 0
-    for layer in spec.layers():
-        dims = _attention_dims(layer, decode=False)
-        if dims is not None:
-            heads, dqk, dv, window = dims
-            total += 2 * batch * heads * attended_pairs(seq, window, convention) * (dqk + dv)
-    return total
+    """Score and value products of a forward over batch x seq tokens, per mixer kind
+    (``MixerKind.attention_flops``: 2 x batch x heads x pairs x (d_qk + d_v) for softmax attention)."""
+    return sum(k * m.attention_flops(batch, seq, convention) for m, k in _mixer_counts(spec))
 
 
 def forward_flops(spec: Spec, counts: ParamCounts, w: Workload) -> int:
@@ -70,16 +46,11 @@ def forward_flops(spec: Spec, counts: ParamCounts, w: Workload) -> int:
 
 
 def decode_flops_per_token(spec: Spec, counts: ParamCounts, context: int) -> int:
-    """Matmul FLOPs to decode one token whose attention sees ``context`` keys (itself included),
-    capped by sliding windows: 2 x matmul weights + 2 x heads x keys x (d_qk + d_v) per attention layer."""
-    total = 2 * counts.matmul_per_token
-    for layer in spec.layers():
-        dims = _attention_dims(layer, decode=True)
-        if dims is not None:
-            heads, dqk, dv, window = dims
-            keys = context if window is None else min(context, window)
-            total += 2 * heads * keys * (dqk + dv)
-    return total
+    """Matmul FLOPs to decode one token whose attention sees ``context`` keys (itself included), capped
+    where a kind caps them (sliding windows): 2 x matmul weights + each mixer's decode attention
+    (MLA attends in its latent space: qk = kv_lora_rank + rope, v = kv_lora_rank, the absorbed
+    up-projections counted with the Linear weights)."""
+    return 2 * counts.matmul_per_token + sum(k * m.decode_attention_flops(context) for m, k in _mixer_counts(spec))
 
 
 def train_flops_per_token(spec: Spec, counts: ParamCounts, w: Workload) -> int:
@@ -100,65 +71,18 @@ def train_flops_per_token(spec: Spec, counts: ParamCounts, w: Workload) -> int:
     return (3 * fwd + extra) // w.seq
 
 
-def mamba2_scan_flops(m: Mamba2, batch: int, seq: int) -> int:
-    """FLOPs of one Mamba-2 SSD scan over batch x seq tokens, in its chunked form (Dao & Gu 2024, sec. 7;
-    state-spaces/mamba ``ssd_minimal``, which ``godprof.build.ssm.ssd_chunked`` follows).
-
-    Chunk Q = min(chunk_size, seq); the sequence is cut into c = ceil(seq / Q) chunks and the last one is
-    computed whole (L = c x Q token slots, as the chunked kernels do). Per token slot: C B^T within its
-    chunk (2 x groups x Q x d_state), that matrix times x (2 x heads x Q x head_dim), the chunk's end
-    state B^T x and the entering state's contribution C h (2 x 2 x heads x head_dim x d_state). Per
-    sequence: passing the states between chunks, one product of the (c + 1) x (c + 1) lower-triangular
-    chunk-decay matrix with the c + 1 states (the initial one included) per head, computed as a dense
-    matmul: 2 x heads x (c + 1)^2 x head_dim x d_state. That last term is O(c^2): at real chunk sizes
-    it is small (Q = 256, seq = 4096: under 2% of the scan) but at Q = 8 it is a sizeable part of the
-    forward. Left out: the elementwise decay cumsum / exp / masking.
-    """
-    q = min(m.chunk_size, seq)
-    c = -(-seq // q)
-    per_slot = (
-        2 * (m.n_groups * q * m.d_state + m.num_heads * q * m.head_dim) + 4 * m.num_heads * m.head_dim * m.d_state
-    )
-    passing = 2 * m.num_heads * (c + 1) ** 2 * m.head_dim * m.d_state
-    return batch * (per_slot * c * q + passing)
-
-
 def ssm_scan_flops(spec: Spec, batch: int, seq: int) -> int:
-    """FLOPs of the SSM scans in a forward over batch x seq tokens (not in ``forward``).
-
-    Mamba-1 selective scan, per token and (channel, state) pair: exp(dt*A) (2), dt*B*x (2),
-    h = dA*h + dBx (2), y += C*h (2): 8 x d_inner x d_state. Mamba-2 SSD: ``mamba2_scan_flops`` (the
-    chunked form, inter-chunk state passing included).
-    """
-    total = 0
-    for layer in spec.layers():
-        m = layer.mixer
-        if isinstance(m, Mamba1):
-            total += 8 * m.d_inner * m.d_state * batch * seq
-        elif isinstance(m, Mamba2):
-            total += mamba2_scan_flops(m, batch, seq)
-    return total
+    """FLOPs of the recurrent scans in a forward over batch x seq tokens (not in ``forward``), as each
+    kind counts them (``MixerKind.scan_flops``: Mamba-1's 8 x d_inner x d_state per token, Mamba-2's
+    chunked SSD with its inter-chunk state passing)."""
+    return sum(k * m.scan_flops(batch, seq) for m, k in _mixer_counts(spec))
 
 
 def ssm_decode_flops_per_token(spec: Spec) -> int:
-    """SSM state update per decoded token: 8 x (state elements), the Mamba-1 count per (channel, state)."""
-    total = 0
-    for layer in spec.layers():
-        m = layer.mixer
-        if isinstance(m, Mamba1):
-            total += 8 * m.d_inner * m.d_state
-        elif isinstance(m, Mamba2):
-            total += 8 * m.num_heads * m.head_dim * m.d_state
-    return total
+    """Recurrent state updates per decoded token (``MixerKind.scan_decode_flops``)."""
+    return sum(k * m.scan_decode_flops() for m, k in _mixer_counts(spec))
 
 
 def conv_flops(spec: Spec, batch: int, seq: int) -> int:
-    """Depthwise causal conv1d in SSM layers: 2 x channels x d_conv per token (not in ``forward``)."""
-    per_token = 0
-    for layer in spec.layers():
-        m = layer.mixer
-        if isinstance(m, Mamba1):
-            per_token += 2 * m.d_inner * m.d_conv
-        elif isinstance(m, Mamba2):
-            per_token += 2 * m.conv_dim * m.d_conv
-    return per_token * batch * seq
+    """Depthwise causal convolutions (SSM layers: 2 x channels x d_conv per token; not in ``forward``)."""
+    return sum(k * m.conv_flops_per_token() for m, k in _mixer_counts(spec)) * batch * seq

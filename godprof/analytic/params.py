@@ -14,10 +14,10 @@ FLOP model multiplies it by 2.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from godprof.spec import MLA, MLP, Attention, Ffn, Layer, Mamba1, Mamba2, Mixer, MoE, Spec
+from godprof.kinds.base import Part
+from godprof.spec import Ffn, Layer, Mixer, Spec
 
 COMPONENTS = (
     "embedding",
@@ -32,40 +32,7 @@ COMPONENTS = (
     "norms",
 )
 
-
-@dataclass
-class Part:
-    """Parameters of one module, split by component, with its per-token matmul weights."""
-
-    by_component: Counter[str] = field(default_factory=Counter)
-    matmul: int = 0  # weights used in a matmul per token (active)
-    inactive: int = 0  # routed-expert parameters a token does not use (total - active)
-    quantizable: int = 0  # Linear weight matrices (what int8/int4/fp8 weight formats store compactly)
-    linear_tensors: int = 0  # number of Linear weight matrices (fp8 per-tensor scales)
-    linear_shapes: Counter[tuple[int, int]] = field(default_factory=Counter)  # (n_in, n_out) -> count
-
-    def linear(self, component: str, n_in: int, n_out: int, bias: bool, count: int = 1) -> None:
-        """``count`` Linear(n_in, n_out) layers, all used per token."""
-        self.by_component[component] += count * (n_in * n_out + (n_out if bias else 0))
-        self.matmul += count * n_in * n_out
-        self.quantizable += count * n_in * n_out
-        self.linear_tensors += count
-        self.linear_shapes[(n_in, n_out)] += count
-
-    def add(self, component: str, n: int) -> None:
-        self.by_component[component] += n
-
-    def merge(self, other: Part) -> None:
-        self.by_component.update(other.by_component)
-        self.matmul += other.matmul
-        self.inactive += other.inactive
-        self.quantizable += other.quantizable
-        self.linear_tensors += other.linear_tensors
-        self.linear_shapes.update(other.linear_shapes)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_component.values())
+__all__ = ["COMPONENTS", "ParamCounts", "Part", "count_params", "ffn_part", "layer_part", "mixer_part"]
 
 
 def norm_params(spec: Spec, size: int) -> int:
@@ -74,105 +41,14 @@ def norm_params(spec: Spec, size: int) -> int:
     return size * (2 if (m.norm == "layernorm" and m.norm_bias) else 1)
 
 
-def attention_part(a: Attention, hidden: int) -> Part:
-    """q, k, v, o projections (GQA: k and v have num_kv_heads heads); qk-norm weights go to norms."""
-    p = Part()
-    p.linear("attention", hidden, a.num_heads * a.head_dim, a.qkv_bias)
-    p.linear("attention", hidden, a.num_kv_heads * a.head_dim, a.qkv_bias, count=2)
-    p.linear("attention", a.num_heads * a.head_dim, hidden, a.o_bias)
-    if a.qk_norm:
-        p.add("norms", 2 * a.head_dim)  # RMSNorm(head_dim) on q and on k, shared across heads
-    return p
-
-
-def mla_part(a: MLA, hidden: int) -> Part:
-    """DeepSeek-V2/V3 MLA: q_a/q_b (or q), kv_a_proj_with_mqa, kv_b, o; two RMSNorms on the latents.
-
-    ``bias`` follows ``attention_bias`` in the reference: on q_a_proj, kv_a_proj_with_mqa and o_proj.
-    """
-    p = Part()
-    q_out = a.num_heads * a.qk_head_dim
-    if a.q_lora_rank is None:
-        p.linear("attention", hidden, q_out, False)
-    else:
-        p.linear("attention", hidden, a.q_lora_rank, a.bias)
-        p.add("norms", a.q_lora_rank)
-        p.linear("attention", a.q_lora_rank, q_out, False)
-    p.linear("attention", hidden, a.kv_lora_rank + a.qk_rope_head_dim, a.bias)
-    p.add("norms", a.kv_lora_rank)
-    p.linear("attention", a.kv_lora_rank, a.num_heads * (a.qk_nope_head_dim + a.v_head_dim), False)
-    p.linear("attention", a.num_heads * a.v_head_dim, hidden, a.bias)
-    return p
-
-
-def mamba1_part(m: Mamba1, hidden: int) -> Part:
-    """Mamba-1 mixer: in_proj (x and z), depthwise conv1d, x_proj (dt, B, C), dt_proj, A_log, D, out_proj."""
-    p = Part()
-    di, n, r = m.d_inner, m.d_state, m.dt_rank
-    p.linear("ssm", hidden, 2 * di, m.proj_bias)
-    p.add("ssm", di * m.d_conv + (di if m.conv_bias else 0))
-    p.linear("ssm", di, r + 2 * n, False)
-    p.linear("ssm", r, di, True)  # dt_proj always has a bias (the dt initialisation lives there)
-    p.add("ssm", di * n + di)  # A_log, D
-    p.linear("ssm", di, hidden, m.proj_bias)
-    if m.inner_norms:
-        p.add("norms", r + 2 * n)  # Jamba's RMSNorms on dt, B and C
-    return p
-
-
-def mamba2_part(m: Mamba2, hidden: int) -> Part:
-    """Mamba-2 mixer: in_proj [z, x, B, C, dt], conv1d over [x, B, C], dt_bias, A_log, D, gated norm, out_proj."""
-    p = Part()
-    di, h = m.d_inner, m.num_heads
-    p.linear("ssm", hidden, 2 * di + 2 * m.n_groups * m.d_state + h, m.proj_bias)
-    p.add("ssm", m.conv_dim * m.d_conv + (m.conv_dim if m.conv_bias else 0))
-    p.add("ssm", 3 * h)  # dt_bias, A_log, D: one per head
-    if m.gated_norm:
-        p.add("norms", di)
-    p.linear("ssm", di, hidden, m.proj_bias)
-    return p
-
-
 def mixer_part(mixer: Mixer, hidden: int) -> Part:
-    if isinstance(mixer, Attention):
-        return attention_part(mixer, hidden)
-    if isinstance(mixer, MLA):
-        return mla_part(mixer, hidden)
-    if isinstance(mixer, Mamba1):
-        return mamba1_part(mixer, hidden)
-    return mamba2_part(mixer, hidden)
-
-
-def _mlp_into(p: Part, component: str, hidden: int, inter: int, gated: bool, bias: bool, count: int = 1) -> None:
-    n_in = 2 if gated else 1  # gate and up, or fc1
-    p.linear(component, hidden, inter, bias, count=count * n_in)
-    p.linear(component, inter, hidden, bias, count=count)
+    """One layer's token mixer, as its kind counts it."""
+    return mixer.params(hidden)
 
 
 def ffn_part(ffn: Ffn, hidden: int) -> Part:
-    """Dense MLP, or MoE: router + routed experts (top_k active) + shared experts (+ their gate)."""
-    p = Part()
-    if isinstance(ffn, MLP):
-        _mlp_into(p, "mlp", hidden, ffn.intermediate_size, ffn.gated, ffn.bias)
-        return p
-    assert isinstance(ffn, MoE)
-    p.linear("router", hidden, ffn.num_experts, ffn.router_bias)
-    experts = Part()
-    _mlp_into(experts, "routed_experts", hidden, ffn.expert_intermediate_size, ffn.gated, ffn.expert_bias)
-    one_expert = experts.total
-    _mlp_into(
-        p, "routed_experts", hidden, ffn.expert_intermediate_size, ffn.gated, ffn.expert_bias, count=ffn.num_experts
-    )
-    unused = ffn.num_experts - ffn.top_k
-    p.matmul -= unused * experts.matmul
-    p.inactive += unused * one_expert
-    if ffn.num_shared_experts:
-        _mlp_into(
-            p, "shared_experts", hidden, ffn.shared_intermediate_size, ffn.gated, False, count=ffn.num_shared_experts
-        )
-        if ffn.shared_expert_gate:
-            p.linear("shared_experts", hidden, 1, False)
-    return p
+    """One layer's channel mixer, as its kind counts it (routed experts a token skips in ``inactive``)."""
+    return ffn.params(hidden)
 
 
 def norms_per_layer(spec: Spec, layer: Layer) -> int:

@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING
 
 from godprof.analytic import flops as F
 from godprof.analytic import memory as M
-from godprof.analytic.params import ParamCounts, Part
+from godprof.analytic.params import ParamCounts
 from godprof.analytic.workload import Workload
 from godprof.dtypes import DType, get_dtype
-from godprof.spec import MoE, Spec
+from godprof.kinds.base import FfnKind
+from godprof.spec import Spec
 
 if TYPE_CHECKING:
     from godprof.gpus import GPU
@@ -130,11 +131,13 @@ def _cache_dtype(dtype: str, kv_dtype: str | None) -> DType:
 
 
 @cache
-def _expert_bytes(hidden: int, inter: int, gated: bool, bias: bool, dtype_name: str) -> int:
-    """Bytes of one routed expert's weights, by the same rules as ``memory.weights_bytes``."""
-    p = Part()
-    p.linear("routed_experts", hidden, inter, bias, count=2 if gated else 1)
-    p.linear("routed_experts", inter, hidden, bias)
+def _routed_expert_bytes(ffn: FfnKind, hidden: int, dtype_name: str) -> tuple[int, int, int] | None:
+    """(experts, top_k, bytes of one routed expert) of an FFN with routed experts (None without), the
+    bytes by the same rules as ``memory.weights_bytes``. Cached: sweeps ask for every point."""
+    routed = ffn.routed_experts(hidden)
+    if routed is None:
+        return None
+    experts, top_k, p = routed
     one = ParamCounts(
         total=p.total,
         active=p.total,
@@ -146,7 +149,7 @@ def _expert_bytes(hidden: int, inter: int, gated: bool, bias: bool, dtype_name: 
         linear_tensors=p.linear_tensors,
         linear_shapes=dict(p.linear_shapes),
     )
-    return M.weights_bytes(one, get_dtype(dtype_name))
+    return experts, top_k, M.weights_bytes(one, get_dtype(dtype_name))
 
 
 def _embedding_bytes(spec: Spec, counts: ParamCounts, dtype: DType) -> int:
@@ -176,10 +179,11 @@ def weights_touched_bytes(spec: Spec, counts: ParamCounts, tokens: int, dtype: s
     h = spec.model.hidden_size
     for kind in counts.by_layer_kind:  # layers with the same FFN, counted once per kind
         f = spec.ffns.get(kind.ffn)
-        if isinstance(f, MoE):
-            hit = expected_experts_touched(f.num_experts, f.top_k, tokens)
-            one = _expert_bytes(h, f.expert_intermediate_size, f.gated, f.expert_bias, dt.name)
-            untouched += kind.layers * (f.num_experts - hit) * one
+        routed = _routed_expert_bytes(f, h, dt.name) if f is not None else None
+        if routed is not None:
+            experts, top_k, one = routed
+            hit = expected_experts_touched(experts, top_k, tokens)
+            untouched += kind.layers * (experts - hit) * one
     return total - round(untouched)
 
 

@@ -6,29 +6,33 @@ equality for every bundled spec and for random specs).
 
 from __future__ import annotations
 
+import importlib
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from godprof.build.attention import GQAttention, MLAttention
 from godprof.build.cache import Cache
-from godprof.build.layers import Experts, FactoryKwargs, RMSNorm, RotaryTables, build_ffn, make_norm
-from godprof.spec import MLA, Attention, Layer, Mamba1, Mamba2, Mixer, Spec
+from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, make_norm
+from godprof.spec import Ffn, Layer, Mixer, Spec
+
+
+def _builder(kind: Any) -> Any:
+    """The torch module (or factory) a layer kind names in its ``build`` ("module:Class")."""
+    module, _, name = kind.build.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_mixer(mixer: Mixer, hidden: int, dd: FactoryKwargs, rope: RotaryTables) -> nn.Module:
-    if isinstance(mixer, Attention):
-        return GQAttention(mixer, hidden, dd, rope)
-    if isinstance(mixer, MLA):
-        return MLAttention(mixer, hidden, dd, rope)
-    from godprof.build.ssm import Mamba1Mixer, Mamba2Mixer
+    """A token mixer's module: ``(x [B, S, h], pos, state) -> [B, S, h]``, with ``allocate`` for its cache."""
+    return _builder(mixer)(mixer, hidden, dd, rope)
 
-    if isinstance(mixer, Mamba1):
-        return Mamba1Mixer(mixer, hidden, dd)
-    assert isinstance(mixer, Mamba2)
-    return Mamba2Mixer(mixer, hidden, dd)
+
+def build_ffn(ffn: Ffn, hidden: int, dd: FactoryKwargs) -> nn.Module:
+    """A channel mixer's module: ``[..., h] -> [..., h]``."""
+    return _builder(ffn)(ffn, hidden, dd)
 
 
 class Block(nn.Module):
@@ -174,7 +178,7 @@ class Model(nn.Module):
                 mod.weight.uniform_(-bound, bound, generator=g)
                 if mod.bias is not None:
                     mod.bias.zero_()
-            elif isinstance(mod, Experts):
+            elif hasattr(mod, "init_params"):  # modules with raw parameters (stacked experts)
                 mod.init_params(std, g)
             elif isinstance(mod, nn.LayerNorm | RMSNorm):
                 if mod.weight is not None:

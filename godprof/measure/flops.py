@@ -31,7 +31,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,7 +40,7 @@ from torch import nn
 from godprof.analytic import flops as F
 from godprof.analytic.params import count_params, ffn_part, mixer_part
 from godprof.analytic.workload import Workload
-from godprof.spec import Mamba1, Mamba2, Spec
+from godprof.spec import Spec
 
 MATMUL_OPS = frozenset({
     "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "einsum", "_scaled_mm",
@@ -75,23 +75,11 @@ def _category(op: str) -> str:
 
 
 def ssm_matmul_flops(spec: Spec, batch: int, seq: int) -> int:
-    """The parts of the analytic ``flops.ssm_scan_flops`` that the build computes as matrix products.
-
-    Mamba-1 (``godprof.build.ssm.selective_scan``): only the output contraction y = C . h, an einsum
-    over d_state: 2 x d_inner x d_state per token; the rest of its 8 x d_inner x d_state (exp(dt A),
-    dt B x, the scan's multiply-adds) is elementwise. Mamba-2 (``ssd_chunked``): every term of the
-    analytic count (``flops.mamba2_scan_flops``) runs as a batched matmul: C B^T inside a chunk, its product
-    with x, the chunk states B^T x, the entering state's contribution C h, and the state passing
-    between chunks against the (c + 1) x (c + 1) chunk-decay matrix.
-    """
-    total = 0
-    for layer in spec.layers():
-        m = layer.mixer
-        if isinstance(m, Mamba1):
-            total += 2 * m.d_inner * m.d_state * batch * seq
-        elif isinstance(m, Mamba2):
-            total += F.mamba2_scan_flops(m, batch, seq)
-    return total
+    """The parts of the analytic ``flops.ssm_scan_flops`` that the build computes as matrix products, as
+    each kind states them (``MixerKind.scan_matmul_flops``). Mamba-1: only the output contraction
+    y = C . h (2 x d_inner x d_state per token; the rest of the scan is elementwise). Mamba-2: every term
+    of its chunked SSD count, the inter-chunk state passing included."""
+    return sum(spec.mixers[n].scan_matmul_flops(batch, seq) for n in spec.layer_mixers)
 
 
 def analytic_components(spec: Spec, batch: int, seq: int, last_only: bool) -> dict[str, int]:
@@ -109,8 +97,7 @@ def analytic_components(spec: Spec, batch: int, seq: int, last_only: bool) -> di
     for layer in spec.layers():
         mk = f"mixer:{layer.mixer_name}"
         out[mk] += 2 * mixer_part(layer.mixer, h).matmul * tokens
-        one = replace(spec, layer_mixers=(layer.mixer_name,), layer_ffns=(layer.ffn_name,))  # this layer alone
-        out[mk] += F.attention_flops(one, batch, seq, "full") + ssm_matmul_flops(one, batch, seq)
+        out[mk] += layer.mixer.attention_flops(batch, seq, "full") + layer.mixer.scan_matmul_flops(batch, seq)
         if layer.ffn is not None:
             out[f"ffn:{layer.ffn_name}"] += 2 * ffn_part(layer.ffn, h).matmul * tokens
     rows = batch if last_only else tokens

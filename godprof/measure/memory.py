@@ -74,11 +74,9 @@ def fused_attention(spec: Any, device: torch.device | str) -> bool:
     CPU: the flash kernel needs equal q/k and v head dims, so MLA layers with v_head_dim != qk_head_dim
     (DeepSeek: 192 vs 128) run the math kernel, which materialises the scores in fp32.
     """
-    from godprof.spec import MLA
-
     if torch.device(device).type != "cpu":
         return True
-    return not any(isinstance(m, MLA) and m.v_head_dim != m.qk_head_dim for m in spec.mixers.values())
+    return all(m.fused_on_cpu() for m in spec.mixers.values())
 
 
 def tensor_bytes(tensors: Any) -> int:

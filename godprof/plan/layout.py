@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from godprof.analytic import memory as M
 from godprof.analytic.params import ParamCounts, layer_part
 from godprof.dtypes import DType, get_dtype
-from godprof.spec import MLA, Attention, Layer, Mamba2, MoE, Spec
+from godprof.spec import Layer, Spec
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,9 @@ def tp_problem(spec: Spec, tp: int) -> str | None:
     divide by tp or tp by them (then they are replicated).
     """
     for name in sorted(set(spec.layer_mixers)):
-        m = spec.mixers[name]
-        if isinstance(m, Attention):
-            if m.num_heads % tp:
-                return f"{m.num_heads} attention heads do not split {tp} ways"
-            if m.num_kv_heads % tp and tp % m.num_kv_heads:
-                return f"{m.num_kv_heads} KV heads do not split {tp} ways"
-        elif isinstance(m, MLA) and m.num_heads % tp:
-            return f"{m.num_heads} attention heads do not split {tp} ways"
-        elif isinstance(m, Mamba2) and m.num_heads % tp:
-            return f"{m.num_heads} SSM heads do not split {tp} ways"
+        problem = spec.mixers[name].tp_problem(tp)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -132,7 +125,8 @@ def stage_shares(
     layer_bytes_total = weights_total_bytes - M._nbytes(nonlayer_total, nl_dtype)
     bytes_per_layer_param = layer_bytes_total / layer_params_total if layer_params_total else 0.0
     nl_bytes_per_param = nl_dtype.bits / 8
-    experts = [lay.ffn.num_experts for lay in spec.layers() if isinstance(lay.ffn, MoE)]
+    routed = (spec.ffns[f].routed_experts(m.hidden_size) for f in set(spec.layer_ffns) if spec.ffns[f] is not None)
+    experts = [r[0] for r in routed if r is not None]
     expert_frac = (math.ceil(max(experts) / ep) / max(experts)) if (experts and ep > 1) else 1.0 / tp
     layers = spec.layers()
     out = []
@@ -154,12 +148,7 @@ def stage_shares(
 
 
 def _kv_fraction(layer: Layer, tp: int) -> float:
-    mix = layer.mixer
-    if isinstance(mix, Attention):
-        return 1.0 / min(tp, mix.num_kv_heads)
-    if isinstance(mix, MLA):
-        return 1.0
-    return 0.0
+    return layer.mixer.kv_tp_fraction(tp)
 
 
 def request_kv_bytes(share: StageShare, prompt: int, output: int, samples: int, dtype: DType) -> float:

@@ -47,7 +47,7 @@ from godprof.dtypes import get_dtype
 from godprof.plan.layout import Layout, StageShare, request_kv_bytes, stage_shares, tp_problem
 from godprof.plan.power import IDLE_FRACTION, cost_per_million, energy_kwh_per_million, gpu_power_w
 from godprof.plan.workload import ServingWorkload
-from godprof.spec import MLA, MoE, Spec
+from godprof.spec import Spec
 
 ALLREDUCE_LATENCY_S = 5e-6  # per all-reduce: small-message latency on NVLink
 INTERNODE_BYTES_PER_S = 50e9  # 400 Gb/s NDR InfiniBand, one NIC per GPU
@@ -408,7 +408,7 @@ def evaluate(
 
 
 def _experts_split(spec: Spec, tp: int) -> bool:
-    return all(f.num_experts % tp == 0 for f in spec.ffns.values() if isinstance(f, MoE))
+    return all(f.tp_problem(tp) is None for f in spec.ffns.values() if f is not None and f.sparse)
 
 
 def _memory(shares: list[StageShare], per_req: list[float], acts: float, b: int) -> dict[str, int]:
@@ -544,15 +544,9 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
     if c.layout.gpus_per_replica > plan.options.gpus_per_node:
         risks.append("a replica spans nodes: pipeline transfers go over the inter-node network")
     for m in set(plan.spec.layer_mixers):
-        mix = plan.spec.mixers[m]
-        kvh = getattr(mix, "num_kv_heads", None)
-        if isinstance(mix, MLA) and c.layout.tp > 1:
-            risks.append(f"MLA's compressed KV latent is replicated on all {c.layout.tp} tensor-parallel ranks")
-            break
-        if kvh is not None and c.layout.tp > kvh:
-            risks.append(
-                f"tp {c.layout.tp} exceeds the {kvh} KV heads: the KV cache is replicated {c.layout.tp // kvh}x"
-            )
+        mixer_risks = plan.spec.mixers[m].tp_risks(c.layout.tp)
+        if mixer_risks:
+            risks.extend(mixer_risks)
             break
     if plan.spec.has_moe:
         risks.append("MoE: routing imbalance across experts is not modelled (expert traffic is averaged)")
