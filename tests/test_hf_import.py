@@ -333,3 +333,33 @@ def test_import_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> No
     for p in FIXTURE_FILES:
         spec_yaml(spec_document_from_hf_config(read_config_file(p), str(p)))
         count_params(spec_from_config_file(p))
+
+
+def test_unsupported_model_type_names_the_nearest_supported() -> None:
+    with pytest.raises(SpecError) as e:
+        spec_from_hf_config({**fixture("qwen3-30b-a3b"), "model_type": "qwen3_moe_x"}, "x.json")
+    assert "nearest supported is 'qwen3_moe'" in str(e.value)
+
+
+def test_switched_off_window_is_not_validated() -> None:
+    """transformers 5 saves ``sliding_window: 0`` beside ``use_sliding_window: false`` (qwen2_moe)."""
+    cfg = {**fixture("qwen1.5-moe-a2.7b"), "use_sliding_window": False, "sliding_window": 0}
+    assert (
+        count_params(spec_from_hf_config(cfg, "q.json")).total
+        == count_params(spec_from_hf_config(fixture("qwen1.5-moe-a2.7b"), "q.json")).total
+    )
+    with pytest.raises(SpecError, match="sliding_window"):
+        spec_from_hf_config({**cfg, "use_sliding_window": True}, "q.json")
+
+
+def test_wrapper_imports_its_text_config_only() -> None:
+    """A multimodal wrapper (model_type not supported, text_config supported) counts its text model and says
+    so; errors inside the text model name the key under text_config."""
+    text = fixture("mistral-7b-v0.1")
+    wrapped = {"model_type": "mistral3", "text_config": text, "vision_config": {"hidden_size": 1024}}
+    doc = spec_document_from_hf_config(wrapped, "w.json")
+    assert "text_config (mistral) only" in doc["description"]
+    assert count_params(parse_spec(doc, "w.json")).total == count_params(spec_from_hf_config(text, "m.json")).total
+    with pytest.raises(SpecError) as e:
+        spec_from_hf_config({**wrapped, "text_config": {**text, "num_key_value_heads": 5}}, "w.json")
+    assert "text_config.num_key_value_heads" in str(e.value)
