@@ -67,8 +67,23 @@ class ModelConfig:
     parallel_residual: bool = False  # x + attn(norm(x)) + mlp(norm'(x)) (GPT-J, GPT-NeoX)
     parallel_shared_norm: bool = False  # parallel blocks share one input norm (GPT-J)
     sandwich_norm: bool = False  # extra norms after mixer and FFN (Gemma-2, Grok-1)
+    post_norm: bool = False  # norms on each branch output instead of its input (OLMo 2, EXAONE 4)
     lm_head_bias: bool = False
     embedding_multiplier: float = 1.0  # Gemma scales embeddings by sqrt(hidden); no parameters
+    logit_scale: float = 1.0  # Cohere multiplies the logits; no parameters
+
+
+@dataclass(frozen=True)
+class Mtp:
+    """Multi-token-prediction modules (DeepSeek-V3, GLM-4.5): ``layers`` extra blocks, each fed the
+    normed hidden state and the normed embedding of the next token through ``eh_proj`` (2h -> h), with
+    its own output norm and, as shipped, its own copies of the embedding and lm_head. Not part of the
+    causal LM transformers builds: counted apart (``ParamCounts.mtp``) and added only when asked."""
+
+    layers: int
+    mixer: str
+    ffn: str
+    own_embeddings: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,15 @@ class Spec:
     source: str | None = None
     description: str | None = None
     published: Published | None = None
+    mtp: Mtp | None = None
     path: str | None = field(default=None, compare=False)
+
+    def mtp_layer(self) -> Layer | None:
+        """The block each multi-token-prediction module holds (None without MTP)."""
+        if self.mtp is None:
+            return None
+        return Layer(self.model.num_layers, self.mtp.mixer, self.mixers[self.mtp.mixer], self.mtp.ffn,
+                     self.ffns[self.mtp.ffn])  # fmt: skip
 
     def layers(self) -> list[Layer]:
         return [
@@ -133,9 +156,9 @@ class Spec:
 _MODEL_KEYS = {
     "vocab_size", "hidden_size", "num_layers", "tie_embeddings", "position_embedding",
     "max_position_embeddings", "norm", "norm_bias", "final_norm", "parallel_residual",
-    "parallel_shared_norm", "sandwich_norm", "lm_head_bias", "embedding_multiplier",
+    "parallel_shared_norm", "sandwich_norm", "post_norm", "lm_head_bias", "embedding_multiplier", "logit_scale",
 }  # fmt: skip
-_TOP_KEYS = {"name", "family", "source", "description", "published", "model", "mixers", "ffns", "layout"}
+_TOP_KEYS = {"name", "family", "source", "description", "published", "model", "mixers", "ffns", "layout", "mtp"}
 _PUBLISHED_KEYS = {"params_total", "params_active", "tolerance", "note"}
 
 
@@ -148,6 +171,9 @@ def _parse_model(c: Checker, raw: Any) -> ModelConfig:
     max_pos = c.opt_int(d, "max_position_embeddings", p)
     if pos == "learned" and max_pos is None:
         c.err((*p, "position_embedding"), "learned positions need model.max_position_embeddings")
+    post = c.bool_(d, "post_norm", p, False)
+    if post and (d.get("sandwich_norm") or d.get("parallel_residual")):
+        c.err((*p, "post_norm"), "post_norm excludes sandwich_norm and parallel_residual")
     return ModelConfig(
         vocab_size=c.int_(d, "vocab_size", p),
         hidden_size=c.int_(d, "hidden_size", p),
@@ -161,8 +187,27 @@ def _parse_model(c: Checker, raw: Any) -> ModelConfig:
         parallel_residual=c.bool_(d, "parallel_residual", p, False),
         parallel_shared_norm=c.bool_(d, "parallel_shared_norm", p, False),
         sandwich_norm=c.bool_(d, "sandwich_norm", p, False),
+        post_norm=post,
         lm_head_bias=c.bool_(d, "lm_head_bias", p, False),
         embedding_multiplier=c.float_(d, "embedding_multiplier", p, 1.0),
+        logit_scale=c.float_(d, "logit_scale", p, 1.0),
+    )
+
+
+def _parse_mtp(c: Checker, raw: Any, mixers: dict[str, Any], ffns: dict[str, Any]) -> Mtp | None:
+    if raw is None:
+        return None
+    p: KeyPath = ("mtp",)
+    d = c.mapping(raw, p)
+    c.keys(d, p, {"layers", "mixer", "ffn", "own_embeddings"}, {"layers", "mixer", "ffn"})
+    for key, names in (("mixer", mixers), ("ffn", ffns)):
+        if key in d and d[key] not in names:
+            c.err((*p, key), f"'{d[key]}' is not defined; defined: {', '.join(names)}")
+    return Mtp(
+        layers=c.int_(d, "layers", p),
+        mixer=str(d.get("mixer")),
+        ffn=str(d.get("ffn")),
+        own_embeddings=c.bool_(d, "own_embeddings", p, True),
     )
 
 
@@ -342,6 +387,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         source=c.str_(d, "source", ()),
         description=c.str_(d, "description", ()),
         published=pub,
+        mtp=_parse_mtp(c, d.get("mtp"), mixers, ffns),
         path=source,
     )
     _check_family(c, spec)

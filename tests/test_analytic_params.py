@@ -95,3 +95,18 @@ def test_matmul_weights_per_token():
     # a tied lm_head still runs its matmul: tiny-gpt = 2 x (1088 - 64 biases... ) computed from shapes:
     # q,k,v,o 4 x 16*16 = 1024; fc1 + fc2 2 x 16*64 = 2048; per layer 3072; x2 + lm_head 100*16 = 7744
     assert count_params(spec(TINY_GPT)).matmul_per_token == 7744
+
+
+def test_mtp_module_counted_apart_and_on_request():
+    """DeepSeek-V3's MTP module: the hub's 685B = 671B main model + "14B" MTP (arXiv:2412.19437, README)."""
+    spec = load_spec("deepseek-v3")
+    plain, with_mtp = count_params(spec), count_params(spec, include_mtp=True)
+    assert plain.total == 671_026_404_352 and plain.mtp_total == 13_463_426_048 and not plain.mtp_included
+    assert with_mtp.total == plain.total + plain.mtp_total == 684_489_830_400
+    assert with_mtp.active == plain.active + plain.mtp_active
+    assert with_mtp.by_component["mtp"] == plain.mtp_total and plain.by_component["mtp"] == 0
+    assert with_mtp.active_by_component["routed_experts"] == plain.active_by_component["routed_experts"]
+    # one MLA + MoE block (with its two block norms), enorm/hnorm/output norm, eh_proj, embedding and head copies
+    h, v = 7168, 129280
+    block = next(k for k in plain.by_layer_kind if k.ffn == "moe").params_per_layer
+    assert plain.mtp_total == block + 3 * h + 2 * h * h + 2 * v * h

@@ -113,3 +113,13 @@ def test_python_dash_m_entry_point(tmp_path: Path):
     assert json.loads(r.stdout)["params"]["total"] == 2_768_345_600
     r = subprocess.run([sys.executable, "-m", "godprof", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("godprof ")
+
+
+def test_estimate_mtp_flag():
+    plain = json.loads(run("estimate", "deepseek-v3", "-f", "json").stdout)
+    with_mtp = json.loads(run("estimate", "deepseek-v3", "--mtp", "-f", "json").stdout)
+    assert plain["params"]["mtp"] == {"total": 13_463_426_048, "active": plain["params"]["mtp"]["active"],
+                                      "included": False}  # fmt: skip
+    assert with_mtp["params"]["total"] == plain["params"]["total"] + 13_463_426_048
+    assert with_mtp["memory"]["weights_bytes"] == plain["memory"]["weights_bytes"] + 2 * 13_463_426_048
+    assert "MTP modules" in run("estimate", "deepseek-v3").stdout

@@ -41,17 +41,18 @@ class Estimate:
         }
 
 
-def estimate(spec: Spec, workload: Workload | None = None) -> Estimate:
+def estimate(spec: Spec, workload: Workload | None = None, include_mtp: bool = False) -> Estimate:
     """Analytic parameters, memory and FLOPs. Pure Python; never imports torch.
 
     memory keys (bytes): weights_bytes, kv_cache_bytes (at ``workload.ctx``), ssm_state_bytes,
     activations_bytes (prefill peak for inference, saved-for-backward for train), gradients_bytes and
     optimizer_bytes (0 for inference), total_bytes, and kv_bytes_per_token.
     flops keys: forward, decode_per_token (at ``workload.ctx``), train_per_token, ssm_scan, conv,
-    ssm_decode_per_token.
+    ssm_decode_per_token. ``include_mtp`` adds the multi-token-prediction modules to the parameters and
+    weights (their FLOPs follow the matmul weights).
     """
     w = workload or Workload()
-    counts = count_params(spec)
+    counts = count_params(spec, include_mtp)
     train = w.mode == "train"
     weights = M.weights_bytes(counts, w.weight_dtype, w.group_size)
     if train:

@@ -30,6 +30,7 @@ COMPONENTS = (
     "router",
     "ssm",
     "norms",
+    "mtp",
 )
 
 __all__ = ["COMPONENTS", "ParamCounts", "Part", "count_params", "ffn_part", "layer_part", "mixer_part"]
@@ -53,7 +54,8 @@ def ffn_part(ffn: Ffn, hidden: int) -> Part:
 
 def norms_per_layer(spec: Spec, layer: Layer) -> int:
     """Block norms: pre-mixer and pre-FFN (one shared in GPT-J-style parallel blocks), plus post-norms
-    for sandwich-normed models (Gemma-2, Grok-1)."""
+    for sandwich-normed models (Gemma-2, Grok-1). Post-norm blocks (OLMo 2) have as many, after each
+    branch instead of before it."""
     m = spec.model
     has_ffn = layer.ffn is not None
     n = 1 + (1 if has_ffn and not (m.parallel_residual and m.parallel_shared_norm) else 0)
@@ -88,6 +90,32 @@ def model_part(spec: Spec) -> Part:
     return p
 
 
+def mtp_part(spec: Spec) -> Part:
+    """The multi-token-prediction modules (DeepSeek-V3's reference ``MTP`` block, GLM-4.5's), all under
+    component ``mtp``: per module an RMSNorm on the hidden state and one on the embedding (enorm, hnorm),
+    ``eh_proj`` Linear(2h, h), one block (its mixer, FFN and block norms), the output norm, and, when
+    ``own_embeddings`` (as both ship their checkpoints), its own embedding and lm_head copies. Routed
+    experts a token skips are ``inactive``. Empty without an ``mtp`` section."""
+    layer = spec.mtp_layer()
+    out = Part()
+    if layer is None or spec.mtp is None:
+        return out
+    h, v = spec.model.hidden_size, spec.model.vocab_size
+    one = layer_part(spec, layer)
+    one.add("mtp", 3 * norm_params(spec, h))  # enorm, hnorm, output norm
+    one.linear("mtp", 2 * h, h, False)  # eh_proj
+    if spec.mtp.own_embeddings:
+        one.add("mtp", v * h)  # embedding copy
+        one.linear("mtp", h, v, False)  # lm_head copy
+    for _ in range(spec.mtp.layers):
+        out.merge(one)
+    total, inactive = out.total, out.inactive
+    out.by_component.clear()
+    out.by_component["mtp"] = total
+    out.inactive = inactive
+    return out
+
+
 @dataclass(frozen=True)
 class LayerKind:
     kind: str
@@ -109,11 +137,15 @@ class ParamCounts:
     quantizable: int  # Linear weights in the layers (excludes embeddings, lm_head, norms, biases, SSM vectors)
     linear_tensors: int
     linear_shapes: dict[tuple[int, int], int]  # Linear weights in the layers: (n_in, n_out) -> count
+    mtp_total: int = 0  # multi-token-prediction modules, counted apart (in ``total`` only when asked)
+    mtp_active: int = 0
+    mtp_included: bool = False
 
     def to_dict(self) -> dict:
         return {
             "total": self.total,
             "active": self.active,
+            "mtp": {"total": self.mtp_total, "active": self.mtp_active, "included": self.mtp_included},
             "by_component": dict(self.by_component),
             "active_by_component": dict(self.active_by_component),
             "by_layer_kind": [
@@ -131,9 +163,13 @@ class ParamCounts:
         }
 
 
-def count_params(spec: Spec) -> ParamCounts:
-    """Exact parameter counts of a spec. See the module docstring for what each figure includes."""
+def count_params(spec: Spec, include_mtp: bool = False) -> ParamCounts:
+    """Exact parameter counts of a spec. See the module docstring for what each figure includes.
+
+    Multi-token-prediction modules (``mtp_part``) are reported apart and join the total, the active count
+    and the weights only with ``include_mtp`` (transformers' causal LMs leave them out)."""
     total = model_part(spec)
+    mtp = mtp_part(spec)
     kinds: dict[tuple[str, str], tuple[Layer, Part, int]] = {}
     for layer in spec.layers():
         key = (layer.mixer_name, layer.ffn_name)
@@ -142,9 +178,13 @@ def count_params(spec: Spec) -> ParamCounts:
         lay, part, n = kinds[key]
         kinds[key] = (lay, part, n + 1)
         total.merge(part)
+    layers_inactive = total.inactive
+    if include_mtp:
+        total.merge(mtp)
     by_component = {c: total.by_component.get(c, 0) for c in COMPONENTS}
     active_by_component = dict(by_component)
-    active_by_component["routed_experts"] -= total.inactive
+    active_by_component["routed_experts"] -= layers_inactive
+    active_by_component["mtp"] -= total.inactive - layers_inactive
     return ParamCounts(
         total=total.total,
         active=total.total - total.inactive,
@@ -158,4 +198,7 @@ def count_params(spec: Spec) -> ParamCounts:
         quantizable=total.quantizable,
         linear_tensors=total.linear_tensors,
         linear_shapes=dict(total.linear_shapes),
+        mtp_total=mtp.total,
+        mtp_active=mtp.total - mtp.inactive,
+        mtp_included=include_mtp and mtp.total > 0,
     )

@@ -40,7 +40,8 @@ class Block(nn.Module):
 
     Sequential: x + mix(n1(x)), then + ffn(n2(.)). Parallel (GPT-J/NeoX): x + mix(n1(x)) + ffn(n2(x)),
     with n2 = n1 when the norm is shared. Sandwich norms (Gemma-2) normalise each branch output before
-    its residual add. A layer without FFN (pure Mamba stacks) is x + mix(n1(x)).
+    its residual add. Post-norm blocks (OLMo 2) normalise only the branch outputs: x + n1(mix(x)), then
+    + n2(ffn(.)). A layer without FFN (pure Mamba stacks) is x + mix(n1(x)).
     """
 
     def __init__(self, spec: Spec, layer: Layer, dd: FactoryKwargs, rope: RotaryTables):
@@ -48,14 +49,14 @@ class Block(nn.Module):
         m = spec.model
         h = m.hidden_size
         self.mixer = build_mixer(layer.mixer, h, dd, rope)
-        self.mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
+        self.mixer_norm = None if m.post_norm else make_norm(m.norm, h, m.norm_bias, dd)
         self.parallel = m.parallel_residual
         self.ffn = build_ffn(layer.ffn, h, dd) if layer.ffn is not None else None
         self.ffn_norm = None
-        if self.ffn is not None and not (m.parallel_residual and m.parallel_shared_norm):
+        if self.ffn is not None and not (m.parallel_residual and m.parallel_shared_norm) and not m.post_norm:
             self.ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
         self.post_mixer_norm = self.post_ffn_norm = None
-        if m.sandwich_norm:
+        if m.sandwich_norm or m.post_norm:
             self.post_mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
             if self.ffn is not None:
                 self.post_ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
@@ -65,6 +66,7 @@ class Block(nn.Module):
         # input lives while the mixer runs and the mixer output until the residual add, so the FFN runs
         # beside the block input (still held by the caller), the residual sum and its normed copy.
         if self.parallel:
+            assert self.mixer_norm is not None
             normed = self.mixer_norm(x)  # [B, S, h]
             y = self.mixer(normed, pos, state)
             if self.post_mixer_norm is not None:
@@ -75,15 +77,14 @@ class Block(nn.Module):
             if self.post_ffn_norm is not None:
                 f = self.post_ffn_norm(f)
             return x + y + f
-        y = self.mixer(self.mixer_norm(x), pos, state)  # [B, S, h]
+        y = self.mixer(x if self.mixer_norm is None else self.mixer_norm(x), pos, state)  # [B, S, h]
         if self.post_mixer_norm is not None:
             y = self.post_mixer_norm(y)
         if self.ffn is None:
             return x + y
         x = x + y
         del y
-        assert self.ffn_norm is not None
-        f = self.ffn(self.ffn_norm(x))
+        f = self.ffn(x if self.ffn_norm is None else self.ffn_norm(x))
         if self.post_ffn_norm is not None:
             f = self.post_ffn_norm(f)
         return x + f
@@ -112,6 +113,7 @@ class Model(nn.Module):
         self.lm_head = None if m.tie_embeddings else nn.Linear(h, m.vocab_size, bias=False, **dd)
         self.lm_head_bias = nn.Parameter(torch.zeros(m.vocab_size, **dd)) if m.lm_head_bias else None
         self.embedding_multiplier = m.embedding_multiplier
+        self.logit_scale = m.logit_scale
 
     @property
     def dtype(self) -> torch.dtype:
@@ -159,7 +161,8 @@ class Model(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight, self.lm_head_bias)  # [B, S or 1, V]
+        logits = F.linear(x, weight, self.lm_head_bias)  # [B, S or 1, V]
+        return logits if self.logit_scale == 1.0 else logits * self.logit_scale
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, seed: int = 0) -> None:

@@ -44,6 +44,14 @@ def estimate_cmd(
     flash: FlashOpt = True,
     logits: LogitsOpt = LogitsChoice.all,
     group_size: GroupSize = 128,
+    mtp: Annotated[
+        bool,
+        typer.Option(
+            "--mtp/--no-mtp",
+            help="Count the spec's multi-token-prediction modules (DeepSeek-V3, GLM-4.5) in the totals, weights "
+            "and FLOPs. They are always shown apart; by default they are left out, as transformers leaves them.",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Parameters, memory and FLOPs of an architecture, analytically: instant, no GPU, no torch.
@@ -77,7 +85,7 @@ def estimate_cmd(
             logits=logits.value,
             group_size=group_size,
         )
-        e = estimate(s, w)
+        e = estimate(s, w, include_mtp=mtp)
     if fmt == Format.json:
         emit_json(e.to_dict())
         return

@@ -28,6 +28,10 @@ def estimate_tables(e: Estimate) -> list[Table]:
             params.add(
                 f"  {comp.replace('_', ' ')}", fmt_params(n), fmt_params(p.active_by_component[comp]), fmt_int(n)
             )
+    if p.mtp_total and not p.mtp_included:
+        params.add(
+            "MTP modules (apart; --mtp)", fmt_params(p.mtp_total), fmt_params(p.mtp_active), fmt_int(p.mtp_total)
+        )
 
     layers = Table("Layers", ["kind", "mixer / ffn", "layers", "params per layer", "active per layer"])
     for k in p.by_layer_kind:
