@@ -2,11 +2,8 @@
 
 What is read, and where each quirk comes from in transformers' modelling code:
 
-- llama / mistral / mixtral / qwen2 / qwen3: GQA attention, ``head_dim`` explicit or
-  ``hidden_size // num_attention_heads`` (Qwen3 defaults to 128 when absent); Llama's
-  ``attention_bias`` on q, k, v and o and ``mlp_bias``; Qwen2's q/k/v biases without an o bias;
-  Qwen3's per-head q/k RMSNorm; sliding windows (Mistral v0.1 on every layer; Qwen2/3 only when
-  ``use_sliding_window`` and from ``max_window_layers`` on).
+- mixtral: the attention of ``godprof.hf.llama`` (GQA, an optional window on every layer) with
+  ``num_local_experts`` routed SwiGLU experts, top ``num_experts_per_tok``.
 - qwen2_moe / qwen3_moe: routed experts on layers where ``(i + 1) % decoder_sparse_step == 0`` and
   ``i`` is not in ``mlp_only_layers`` (a dense MLP of ``intermediate_size`` otherwise); Qwen2-MoE's
   always-on shared expert of ``shared_expert_intermediate_size`` with its sigmoid gate.
