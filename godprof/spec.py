@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from godprof.checker import Checker, KeyPath, load_yaml
-from godprof.kinds import FFN_KINDS, MIXER_KINDS, MLA, MLP, Attention, FfnKind, Mamba1, Mamba2, MixerKind, MoE
+from godprof.kinds import FFN_KINDS, MIXER_KINDS, FfnKind, MixerKind
 from godprof.kinds.base import ACTIVATIONS
 from godprof.spec_layout import resolve_layout
 
 FAMILIES = ("dense", "moe", "ssm", "hybrid")
 NORMS = ("rmsnorm", "layernorm")
 __all__ = [
-    "ACTIVATIONS", "FAMILIES", "MLA", "MLP", "NORMS", "Attention", "Checker", "KeyPath", "Layer", "Mamba1", "Mamba2",
-    "MoE", "ModelConfig", "Spec", "load_spec", "load_yaml", "parse_spec", "parse_spec_text",
+    "ACTIVATIONS", "FAMILIES", "NORMS", "Checker", "KeyPath", "Layer", "ModelConfig", "Spec", "load_spec", "load_yaml",
+    "parse_spec", "parse_spec_text",
 ]  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def forward_flops(spec: Spec, counts: ParamCounts, w: Workload) -> int:
 def decode_flops_per_token(spec: Spec, counts: ParamCounts, context: int) -> int:
     """Matmul FLOPs to decode one token whose attention sees ``context`` keys (itself included), capped
     where a kind caps them (sliding windows): 2 x matmul weights + each mixer's decode attention
-    (MLA attends in its latent space: qk = kv_lora_rank + rope, v = kv_lora_rank, the absorbed
+    (``MixerKind.decode_attention_flops``: a latent attention attends in its latent space, its absorbed
     up-projections counted with the Linear weights)."""
     return 2 * counts.matmul_per_token + sum(k * m.decode_attention_flops(context) for m, k in _mixer_counts(spec))
 

@@ -43,8 +43,8 @@ def weights_bytes(counts: ParamCounts, dtype: DType, group_size: int = 128) -> i
 
 
 def kv_elements_per_token(layer: Layer) -> int:
-    """Cached values per token for one layer, as its mixer kind declares them (attention: K and V; MLA:
-    latent + rope key; 0 for recurrent layers)."""
+    """Cached values per token for one layer, as its mixer kind declares them (K and V, a latent and its
+    rope key; 0 for recurrent layers)."""
     return layer.mixer.kv_elements_per_token()
 
 

@@ -1,8 +1,9 @@
 """Exact parameter counts, total and active per token, by component and by layer kind.
 
-Counts follow the module structure of the reference implementations (Hugging Face transformers'
-Llama/Mixtral/DeepSeek-V3/Mamba/Mamba2/Jamba modules and state-spaces/mamba), and the PyTorch build in
-``godprof.build`` creates exactly these tensors; tests assert equality with the built model.
+Each layer kind counts its own parameters (``MixerKind.params`` / ``FfnKind.params`` in
+``godprof.kinds``, following the module structure of the reference implementations in transformers),
+this module adds the block norms, embeddings, head and multi-token-prediction modules, and the PyTorch
+build in ``godprof.build`` creates exactly these tensors; tests assert equality with the built model.
 
 Components: embedding, position_embedding, lm_head, attention, mlp, routed_experts, shared_experts,
 router, ssm, norms. "Active per token" counts everything a token touches, the embedding and lm_head

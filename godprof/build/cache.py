@@ -8,9 +8,8 @@ import torch
 class Cache:
     """Per-layer cache tensors allocated once by ``Model.allocate_cache``; ``pos`` tokens are filled.
 
-    Layer i's entry is a list of tensors (attention: K and V [B, K, slots, D]; MLA: one
-    [B, max_len, kv_lora_rank + rope] buffer; Mamba: conv window [B, channels, d_conv] and SSM state),
-    or None for a layer without state. ``nbytes()`` is exactly
+    Layer i's entry is the list of tensors its mixer's ``allocate`` made (K and V, a latent buffer, a
+    conv window and a recurrent state...), or None for a layer without state. ``nbytes()`` is exactly
     ``memory.kv_cache_bytes + memory.ssm_state_bytes`` for the same batch, max_len and dtype.
     """
 

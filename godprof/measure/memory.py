@@ -71,8 +71,9 @@ def fused_attention(spec: Any, device: torch.device | str) -> bool:
     every attention layer of ``spec`` on ``device``: the workload's ``flash_attention`` for the estimate.
 
     CUDA: yes (flash or memory-efficient kernels; the latter takes a v head dim different from q/k's).
-    CPU: the flash kernel needs equal q/k and v head dims, so MLA layers with v_head_dim != qk_head_dim
-    (DeepSeek: 192 vs 128) run the math kernel, which materialises the scores in fp32.
+    CPU: each mixer kind says (``MixerKind.fused_on_cpu``); the flash kernel needs equal q/k and v head
+    dims, so a latent attention with v 128 and q/k 192 (DeepSeek) runs the math kernel, which
+    materialises the scores in fp32.
     """
     if torch.device(device).type != "cpu":
         return True

@@ -9,10 +9,10 @@ replicated but counted as split (they are < 0.01% of the weights). With ``ep > 1
 placed whole, ``ceil(num_experts / ep)`` per GPU, over the same ``ep = tp`` GPUs instead of being
 sliced (vLLM's and SGLang's expert parallelism inside the tensor-parallel group).
 
-KV cache under tensor parallelism: each GPU holds ``num_kv_heads / tp`` heads; when tp exceeds the KV
-heads they are replicated, so a GPU holds ``1 / min(tp, num_kv_heads)`` of the cache. MLA's compressed
-latent has no head axis and is replicated on every tensor-parallel rank (vLLM's MLA backend).
-Mamba state is split by heads/channels, ``1 / tp``.
+KV cache under tensor parallelism: each mixer kind says what share of its cache one rank holds
+(``MixerKind.kv_tp_fraction``: grouped KV heads split until tp exceeds them, then replicate; a latent
+cache without a head axis is replicated on every rank, as vLLM's MLA backend does). Recurrent state is
+split by heads/channels, ``1 / tp``.
 """
 
 from __future__ import annotations
