@@ -123,3 +123,17 @@ def test_estimate_mtp_flag():
     assert with_mtp["params"]["total"] == plain["params"]["total"] + 13_463_426_048
     assert with_mtp["memory"]["weights_bytes"] == plain["memory"]["weights_bytes"] + 2 * 13_463_426_048
     assert "MTP modules" in run("estimate", "deepseek-v3").stdout
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path, fmt: str):
+    """`godprof sweep ... | head -1`: the closed pipe ends the command quietly with exit 0."""
+    cmd = [sys.executable, "-m", "godprof", "sweep", "llama-3-8b", "mamba-2.8b", "--context", "1k..1M",
+           "--points", "2000", "-f", fmt]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()  # the reader goes away with most of the output unread
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0, err
+    assert err == ""

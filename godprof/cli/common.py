@@ -49,7 +49,16 @@ class TableJson(str, Enum):
 def console() -> Console:
     from rich.console import Console
 
-    return Console(emoji=False)  # no :code: replacement (and no 6 ms import of the emoji table)
+    class _Stdout(Console):
+        def on_broken_pipe(self) -> None:
+            """A reader that stopped early (``| head``) is not an error: discard the rest and exit 0."""
+            import os
+
+            self.quiet = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0)
+
+    return _Stdout(emoji=False)  # no :code: replacement (and no 6 ms import of the emoji table)
 
 
 @cache

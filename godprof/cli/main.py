@@ -76,7 +76,12 @@ def __getattr__(name: str) -> Any:
 
 def run() -> None:
     args = sys.argv[1:]
-    if args and args[0] in COMMANDS:
-        make_app((args[0],))()
-    else:
-        full_app()()
+    app = make_app((args[0],)) if args and args[0] in COMMANDS else full_app()
+    try:
+        app()
+    except SystemExit as e:
+        # A reader that stops early (`godprof estimate x | head -3`) closes the pipe: click catches the
+        # EPIPE, swaps in a wrapper that silences further flushes, and exits 1. That is not a failure.
+        if e.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            raise SystemExit(0) from None
+        raise
