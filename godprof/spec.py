@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from godprof.checker import Checker, KeyPath, load_yaml
+from godprof.dtypes import WeightFormats, get_dtype
+from godprof.errors import NotFoundError
 from godprof.kinds import FFN_KINDS, MIXER_KINDS, FfnKind, MixerKind
 from godprof.kinds.base import ACTIVATIONS
 from godprof.spec_layout import resolve_layout
@@ -124,6 +126,7 @@ class Spec:
     description: str | None = None
     published: Published | None = None
     mtp: Mtp | None = None
+    weights: WeightFormats | None = None  # the formats its checkpoint ships (None: bf16 throughout)
     path: str | None = field(default=None, compare=False)
 
     def mtp_layer(self) -> Layer | None:
@@ -159,7 +162,9 @@ _MODEL_KEYS = {
     "max_position_embeddings", "norm", "norm_bias", "final_norm", "parallel_residual",
     "parallel_shared_norm", "sandwich_norm", "post_norm", "lm_head_bias", "embedding_multiplier", "logit_scale",
 }  # fmt: skip
-_TOP_KEYS = {"name", "family", "source", "description", "published", "model", "mixers", "ffns", "layout", "mtp"}
+_TOP_KEYS = {
+    "name", "family", "source", "description", "published", "model", "mixers", "ffns", "layout", "mtp", "weights",
+}  # fmt: skip
 _PUBLISHED_KEYS = {"params_total", "params_active", "tolerance", "note"}
 
 
@@ -210,6 +215,35 @@ def _parse_mtp(c: Checker, raw: Any, mixers: dict[str, Any], ffns: dict[str, Any
         ffn=str(d.get("ffn")),
         own_embeddings=c.bool_(d, "own_embeddings", p, True),
     )
+
+
+def _parse_weights(c: Checker, raw: Any) -> WeightFormats | None:
+    """The ``weights`` section: ``default`` and per parameter component (``godprof.analytic.params.COMPONENTS``)
+    the format its checkpoint ships it in (``godprof.dtypes.WeightFormats`` says what each entry stores)."""
+    if raw is None:
+        return None
+    from godprof.analytic.params import COMPONENTS  # the analytic package imports this module
+
+    p: KeyPath = ("weights",)
+    d = c.mapping(raw, p)
+    c.keys(d, p, {"default", *COMPONENTS}, set())
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        if key != "default" and key not in COMPONENTS:
+            continue
+        if not isinstance(value, str):
+            c.err((*p, key), f"expected a weight format name, got {value!r}")
+            continue
+        try:
+            dt = get_dtype(value)
+        except NotFoundError as e:
+            c.err((*p, key), str(e).replace("unknown dtype", "unknown weight format"))
+            continue
+        if key == "norms" and not dt.is_float:
+            c.err((*p, key), f"norms hold no weight matrices to store in {dt.name}: give fp32, bf16 or fp16")
+            continue
+        out[key] = dt.name
+    return WeightFormats(out.pop("default", "bf16"), out)
 
 
 def _parse_kind(
@@ -311,6 +345,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
             tolerance=c.float_(pd, "tolerance", pp, 0.01),
             note=c.str_(pd, "note", pp),
         )
+    weights = _parse_weights(c, d.get("weights"))
     c.raise_if_any()
     spec = Spec(
         name=name,
@@ -324,6 +359,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         description=c.str_(d, "description", ()),
         published=pub,
         mtp=_parse_mtp(c, d.get("mtp"), mixers, ffns),
+        weights=weights,
         path=source,
     )
     _check_family(c, spec)

@@ -116,8 +116,8 @@ def test_python_dash_m_entry_point(tmp_path: Path):
 
 
 def test_estimate_mtp_flag():
-    plain = json.loads(run("estimate", "deepseek-v3", "-f", "json").stdout)
-    with_mtp = json.loads(run("estimate", "deepseek-v3", "--mtp", "-f", "json").stdout)
+    plain = json.loads(run("estimate", "deepseek-v3", "--dtype", "bf16", "-f", "json").stdout)
+    with_mtp = json.loads(run("estimate", "deepseek-v3", "--dtype", "bf16", "--mtp", "-f", "json").stdout)
     assert plain["params"]["mtp"] == {"total": 13_463_426_048, "active": plain["params"]["mtp"]["active"],
                                       "included": False}  # fmt: skip
     assert with_mtp["params"]["total"] == plain["params"]["total"] + 13_463_426_048

@@ -52,6 +52,15 @@ def _build(cfg: dict[str, Any]) -> tuple[Any, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hf_cfg = AutoConfig.for_model(**clean)
+        if isinstance(cfg.get("text_config"), dict) and cfg["model_type"] not in SUPPORTED_MODEL_TYPES:
+            # a multimodal wrapper (Gemma 3, Mistral 3): its own class, so the head is tied as it ties it;
+            # godprof imports the text model only, so count its language model and lm_head
+            from transformers import AutoModelForImageTextToText
+
+            with torch.device("meta"):
+                full = AutoModelForImageTextToText.from_config(hf_cfg)
+            text = getattr(full.model, "language_model", None) or full.language_model
+            return torch.nn.ModuleDict({"model": text, "lm_head": full.lm_head}), hf_cfg.get_text_config()
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(hf_cfg)
     return model, hf_cfg
@@ -59,18 +68,25 @@ def _build(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
 def _expert_modules(model: Any) -> list[Any]:
     """transformers >= 5 stores each layer's routed experts as one ``*Experts`` module of fused 3-D
-    weights with a ``num_experts`` attribute (Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3, Jamba)."""
+    weights with a ``num_experts`` attribute (Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3, Jamba, gpt-oss, Llama 4,
+    GLM-4.5, OLMoE, ERNIE 4.5, Hunyuan, PhiMoE; DBRX's holds its w1/v1/w2 in a child module)."""
     return [m for m in model.modules() if type(m).__name__.endswith("Experts") and hasattr(m, "num_experts")]
 
 
 def _hf_counts(model: Any, hf_cfg: Any) -> tuple[int, int, int]:
-    """(total parameters, active parameters, layers with routed experts) of a built model."""
+    """(total parameters, active parameters, layers with routed experts) of a built model. A layer's top-k is
+    its MoE block's (``top_k``, or its ``gate``'s / ``router``'s: Hunyuan's per-layer ``moe_topk``; a
+    wrapper's outer config has none), else the config's ``num_experts_per_tok``."""
     total = sum(p.numel() for p in model.parameters())  # shared (tied) tensors are yielded once
     inactive = 0
     experts = _expert_modules(model)
+    parent = {id(child): mod for mod in model.modules() for child in mod.children()}
     for m in experts:
+        block = parent[id(m)]
+        ks = [getattr(x, "top_k", None) for x in (block, getattr(block, "gate", None), getattr(block, "router", None))]
+        top_k = next((k for k in ks if isinstance(k, int)), None) or hf_cfg.num_experts_per_tok
         one = sum(p.numel() for p in m.parameters()) // m.num_experts
-        inactive += one * (m.num_experts - hf_cfg.num_experts_per_tok)
+        inactive += one * (m.num_experts - top_k)
     return total, total - inactive, len(experts)
 
 

@@ -84,6 +84,8 @@ SAME_AS_FIXTURE = {
     "mamba-codestral-7b": "mamba-codestral-7b",
     "qwen1.5-moe-a2.7b": "qwen1.5-moe-a2.7b",
     "qwen3-0.6b": "qwen3-0.6b",
+    "phi-4": "phi-4",
+    "deepseek-v3.2-exp": "deepseek-v3.2",
 }
 
 

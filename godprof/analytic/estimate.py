@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from godprof.analytic import flops as F
 from godprof.analytic import memory as M
 from godprof.analytic.params import ParamCounts, count_params
 from godprof.analytic.workload import Workload
+from godprof.dtypes import WeightFormats
 from godprof.spec import Spec
 
 SCHEMA = "godprof.estimate/1"
@@ -20,10 +22,17 @@ class Estimate:
     params: ParamCounts
     memory: dict[str, int]
     flops: dict[str, int]
+    weights: M.WeightsBreakdown  # bytes per format and the format of each component
+    as_shipped: bool = False  # the spec's shipped formats (True) or one explicit dtype (False)
 
     def to_dict(self) -> dict:
-        """The stable JSON schema (``godprof.estimate/1``): all counts are integers."""
+        """The stable JSON schema (``godprof.estimate/1``): all counts are integers. Besides the memory
+        items, ``memory.weights_by_format`` (bytes per format, scales included), ``memory.weights_formats``
+        (the format of each component's weight matrices) and ``workload.weights_as_shipped``."""
         s = self.spec
+        kinds: Counter[str] = Counter()
+        for k in self.params.by_layer_kind:
+            kinds[k.kind] += k.layers  # kinds that share a label (local and global attention) add up
         return {
             "schema": SCHEMA,
             "spec": {
@@ -32,16 +41,28 @@ class Estimate:
                 "source": s.source,
                 "path": s.path,
                 "num_layers": s.model.num_layers,
-                "layer_kinds": {k.kind: k.layers for k in self.params.by_layer_kind},
+                "layer_kinds": dict(kinds),
             },
-            "workload": self.workload.to_dict(),
+            "workload": {**self.workload.to_dict(), "weights_as_shipped": self.as_shipped},
             "params": self.params.to_dict(),
-            "memory": dict(self.memory),
+            "memory": {
+                **self.memory,
+                "weights_by_format": dict(self.weights.by_format),
+                "weights_formats": dict(self.weights.formats),
+            },
             "flops": {**self.flops, "attention_convention": self.workload.attention_flops},
         }
 
 
-def estimate(spec: Spec, workload: Workload | None = None, include_mtp: bool = False) -> Estimate:
+def shipped_formats(spec: Spec, dtype: str | None) -> WeightFormats:
+    """The weight formats of an estimate: one ``dtype`` for every quantizable weight when given, else the
+    formats the spec ships (its ``weights:`` section; bf16 where it says nothing)."""
+    return WeightFormats(dtype) if dtype is not None else (spec.weights or WeightFormats())
+
+
+def estimate(
+    spec: Spec, workload: Workload | None = None, include_mtp: bool = False, formats: WeightFormats | None = None
+) -> Estimate:
     """Analytic parameters, memory and FLOPs. Pure Python; never imports torch.
 
     memory keys (bytes): weights_bytes, kv_cache_bytes (at ``workload.ctx``), ssm_state_bytes,
@@ -49,12 +70,15 @@ def estimate(spec: Spec, workload: Workload | None = None, include_mtp: bool = F
     optimizer_bytes (0 for inference), total_bytes, and kv_bytes_per_token.
     flops keys: forward, decode_per_token (at ``workload.ctx``), train_per_token, ssm_scan, conv,
     ssm_decode_per_token. ``include_mtp`` adds the multi-token-prediction modules to the parameters and
-    weights (their FLOPs follow the matmul weights).
+    weights (their FLOPs follow the matmul weights). ``formats`` stores the weights per component
+    (``shipped_formats``); without it every quantizable weight is in ``workload.dtype``.
     """
     w = workload or Workload()
     counts = count_params(spec, include_mtp)
     train = w.mode == "train"
-    weights = M.weights_bytes(counts, w.weight_dtype, w.group_size)
+    as_shipped = formats is not None
+    breakdown = M.weights_by_format(counts, formats or WeightFormats(w.weight_dtype.name), w.group_size)
+    weights = breakdown.total_bytes
     if train:
         kv = ssm = 0
         acts = M.train_activation_bytes(spec, w)
@@ -83,4 +107,4 @@ def estimate(spec: Spec, workload: Workload | None = None, include_mtp: bool = F
         "conv": F.conv_flops(spec, w.batch, w.seq),
         "ssm_decode_per_token": F.ssm_decode_flops_per_token(spec),
     }
-    return Estimate(spec, w, counts, memory, flops)
+    return Estimate(spec, w, counts, memory, flops, breakdown, as_shipped)

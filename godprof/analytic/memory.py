@@ -1,15 +1,28 @@
 """Memory: weights, KV cache, SSM state, activations, gradients and optimizer state, in bytes.
 
 Exact (the built model allocates these bytes): weights in fp32/bf16/fp16, the KV cache and the SSM
-state. Weight formats int8/int4/fp8 are exact for the storage they describe (see ``godprof.dtypes``).
+state. Weight formats int8/int4/fp8/fp8_block/mxfp4/nvfp4 are exact for the storage they describe
+(see ``godprof.dtypes``), one format for all (``weights_bytes``) or one per component as a checkpoint
+ships them (``weights_by_format``).
 Activations are a model of the peak, not an allocation count: each function says what it keeps.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from godprof.analytic.params import ParamCounts
 from godprof.analytic.workload import Workload
-from godprof.dtypes import FP8_TENSOR_SCALE_BYTES, SCALE_BYTES, DType, get_dtype
+from godprof.dtypes import (
+    FP8_TENSOR_SCALE_BYTES,
+    SCALE_BYTES,
+    DType,
+    WeightFormats,
+    block_scaled_bytes,
+    get_dtype,
+)
 from godprof.kinds.base import FP32_BYTES
 from godprof.spec import Layer, Spec
 
@@ -27,16 +40,96 @@ def weights_bytes(counts: ParamCounts, dtype: DType, group_size: int = 128) -> i
     fp32/bf16/fp16: every parameter in that format. int8/int4: the Linear weight matrices of the layers
     in that format plus one fp16 scale per ``group_size`` inputs per output row; embeddings, lm_head,
     norms, biases and SSM vectors stay in bf16 (as GPTQ/AWQ checkpoints keep them). fp8: the same split,
-    with one fp32 scale per quantised tensor instead of group scales.
+    with one fp32 scale per quantised tensor instead of group scales. Block-scaled formats (mxfp4, nvfp4,
+    fp8_block): the same split, each matrix by ``godprof.dtypes.block_scaled_bytes``.
+    Per-component formats (a spec's ``weights:`` section) are ``weights_by_format``.
     """
     if dtype.name in ("fp32", "bf16", "fp16"):
         return _nbytes(counts.total, dtype)
     rest = _nbytes(counts.total - counts.quantizable, get_dtype("bf16"))
-    body = _nbytes(counts.quantizable, dtype)
+    return rest + _matrices_bytes(counts.linear_shapes, dtype, group_size)
+
+
+def _matrices_bytes(shapes: Mapping[tuple[int, int], int], dtype: DType, group_size: int) -> int:
+    """Weight matrices {(n_in, n_out): count} stored in ``dtype``, scales included (see ``weights_bytes``).
+    Elements of one format are rounded up to a byte once, except block-scaled formats (packed per row)."""
+    if dtype.scale_block is not None:
+        return sum(n * block_scaled_bytes(dtype, n_in, n_out) for (n_in, n_out), n in shapes.items())
+    body = _nbytes(sum(n * n_in * n_out for (n_in, n_out), n in shapes.items()), dtype)
     if dtype.float8:
-        return rest + body + counts.linear_tensors * FP8_TENSOR_SCALE_BYTES
-    scales = sum(n * n_out * -(-n_in // group_size) for (n_in, n_out), n in counts.linear_shapes.items())
-    return rest + body + scales * SCALE_BYTES
+        return body + sum(shapes.values()) * FP8_TENSOR_SCALE_BYTES
+    if dtype.quantized:
+        scales = sum(n * n_out * -(-n_in // group_size) for (n_in, n_out), n in shapes.items())
+        return body + scales * SCALE_BYTES
+    return body
+
+
+@dataclass(frozen=True)
+class WeightsBreakdown:
+    """Weight bytes by format, and the format each component's weight matrices are stored in."""
+
+    by_format: dict[str, int]  # format name -> bytes, scales included
+    formats: dict[str, str]  # component (with parameters) -> the format of its matrices (or of all of it)
+    base: str  # the 16-bit format of what no quantised format stores (norms, biases, sinks, SSM vectors)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.by_format.values())
+
+    def components_in(self, fmt: str) -> list[str]:
+        """Components whose matrices are stored in ``fmt``, in ``COMPONENTS`` order."""
+        return [c for c, f in self.formats.items() if f == fmt]
+
+
+def weights_by_format(counts: ParamCounts, formats: WeightFormats, group_size: int = 128) -> WeightsBreakdown:
+    """Bytes of the weights stored as ``formats`` says (a spec's ``weights:`` section, or one ``--dtype``
+    as ``WeightFormats(default=dtype)``), by format.
+
+    Per component: a float format (fp32/bf16/fp16) stores all its parameters. A quantised format stores
+    its weight matrices (Linear weights; for embedding, position_embedding and lm_head their tables,
+    only when the component is named), with that format's scales (``weights_bytes``); its other
+    parameters (biases, norms, sinks, SSM vectors, convolutions) stay in the base format: the default
+    when that is a float format, else bf16. Components the mapping does not name take the default, with
+    ``--dtype``'s meaning (a quantised default stores the layers' Linear weights only), so
+    ``WeightFormats(default=X)`` gives exactly ``weights_bytes(counts, X)``.
+    """
+    from godprof.analytic.params import COMPONENTS
+
+    if counts.quantizable and not counts.linear_by_component:
+        raise ValueError("these ParamCounts carry no per-component Linear shapes (count them with count_params)")
+    default = get_dtype(formats.default)
+    base = default if default.is_float else get_dtype("bf16")
+    elements: Counter[str] = Counter()  # parameters stored element by element (float formats)
+    matrices: dict[str, Counter[tuple[int, int]]] = {}
+    comp_formats: dict[str, str] = {}
+    for comp in COMPONENTS:
+        n = counts.by_component.get(comp, 0)
+        if not n:
+            continue
+        named = formats.components.get(comp)
+        fmt = get_dtype(named) if named else default
+        comp_formats[comp] = fmt.name
+        if fmt.is_float:
+            elements[fmt.name] += n
+            continue
+        shapes = Counter(counts.linear_by_component.get(comp, {}))
+        if named:
+            shapes.update(counts.tables_by_component.get(comp, {}))
+        in_matrices = sum(k * n_in * n_out for (n_in, n_out), k in shapes.items())
+        if not in_matrices:
+            comp_formats[comp] = base.name
+        matrices.setdefault(fmt.name, Counter()).update(shapes)
+        elements[base.name] += n - in_matrices
+    by_format: dict[str, int] = {}
+    for name in dict.fromkeys([*elements, *matrices]):
+        dt = get_dtype(name)
+        b = _nbytes(elements[name], dt) if elements[name] else 0
+        shapes = matrices.get(name)
+        if shapes and sum(shapes.values()):
+            b += _matrices_bytes(shapes, dt, group_size)
+        if b:
+            by_format[name] = b
+    return WeightsBreakdown(by_format, comp_formats, base.name)
 
 
 # --------------------------------------------------------------------------- caches
@@ -57,6 +150,13 @@ def kv_cache_bytes(spec: Spec, batch: int, context: int, dtype: DType) -> int:
     """KV cache for ``batch`` sequences of ``context`` tokens; sliding-window layers are capped at the window
     (a ring buffer of window slots). Attention layers only; SSM state is ``ssm_state_bytes``."""
     elements = sum(kv_elements_per_token(lay) * cached_tokens(lay, context) for lay in spec.layers())
+    return _nbytes(batch * elements, dtype)
+
+
+def kv_read_bytes(spec: Spec, batch: int, context: int, dtype: DType) -> int:
+    """KV cache bytes one decode step reads for ``batch`` sequences at ``context``: each layer's
+    ``decode_read_elements`` (the whole cache, or what a sparse kind selects)."""
+    elements = sum(lay.mixer.decode_read_elements(context) for lay in spec.layers())
     return _nbytes(batch * elements, dtype)
 
 

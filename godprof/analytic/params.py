@@ -15,7 +15,8 @@ FLOP model multiplies it by 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from godprof.kinds.base import Part
 from godprof.spec import Ffn, Layer, Mixer, Spec
@@ -106,8 +107,8 @@ def mtp_part(spec: Spec) -> Part:
     one.add("mtp", 3 * norm_params(spec, h))  # enorm, hnorm, output norm
     one.linear("mtp", 2 * h, h, False)  # eh_proj
     if spec.mtp.own_embeddings:
-        one.add("mtp", v * h)  # embedding copy
-        one.linear("mtp", h, v, False)  # lm_head copy
+        one.add("mtp", 2 * v * h)  # embedding and lm_head copies: tables kept in 16 bits, like the model's own
+        one.matmul += v * h  # the head's product runs per predicted token
     for _ in range(spec.mtp.layers):
         out.merge(one)
     total, inactive = out.total, out.inactive
@@ -141,6 +142,11 @@ class ParamCounts:
     mtp_total: int = 0  # multi-token-prediction modules, counted apart (in ``total`` only when asked)
     mtp_active: int = 0
     mtp_included: bool = False
+    # Weight matrices by component, for per-component weight formats (``memory.weights_by_format``):
+    # the Linear weights above ({component: {(n_in, n_out): count}}; a counted MTP module's under "mtp"),
+    # and the embedding, position-embedding and untied lm_head tables, as (hidden, rows) matrices.
+    linear_by_component: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)
+    tables_by_component: dict[str, dict[tuple[int, int], int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -180,8 +186,11 @@ def count_params(spec: Spec, include_mtp: bool = False) -> ParamCounts:
         kinds[key] = (lay, part, n + 1)
         total.merge(part)
     layers_inactive = total.inactive
+    linears = Counter(total.linear_by_component)
     if include_mtp:
         total.merge(mtp)
+        for (_, n_in, n_out), n in mtp.linear_by_component.items():
+            linears[("mtp", n_in, n_out)] += n
     by_component = {c: total.by_component.get(c, 0) for c in COMPONENTS}
     active_by_component = dict(by_component)
     active_by_component["routed_experts"] -= layers_inactive
@@ -202,4 +211,25 @@ def count_params(spec: Spec, include_mtp: bool = False) -> ParamCounts:
         mtp_total=mtp.total,
         mtp_active=mtp.total - mtp.inactive,
         mtp_included=include_mtp and mtp.total > 0,
+        linear_by_component=_by_component(linears),
+        tables_by_component=_tables(spec),
     )
+
+
+def _by_component(shapes: Counter[tuple[str, int, int]]) -> dict[str, dict[tuple[int, int], int]]:
+    out: dict[str, dict[tuple[int, int], int]] = {}
+    for (comp, n_in, n_out), n in shapes.items():
+        out.setdefault(comp, {})[(n_in, n_out)] = n
+    return out
+
+
+def _tables(spec: Spec) -> dict[str, dict[tuple[int, int], int]]:
+    """The embedding tables and the untied lm_head as (hidden, rows) matrices (rows = vocab or positions):
+    a weight format with scales along the hidden dimension stores them like a Linear(hidden, rows)."""
+    m = spec.model
+    out = {"embedding": {(m.hidden_size, m.vocab_size): 1}}
+    if not m.tie_embeddings:
+        out["lm_head"] = {(m.hidden_size, m.vocab_size): 1}
+    if m.position_embedding == "learned" and m.max_position_embeddings:
+        out["position_embedding"] = {(m.hidden_size, m.max_position_embeddings): 1}
+    return out

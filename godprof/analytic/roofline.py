@@ -196,10 +196,11 @@ def decode_bytes(
     kv_dtype: str | None = None,
 ) -> int:
     """Bytes one decode step moves: weights touched by ``batch`` tokens + the KV cache of ``batch``
-    sequences at ``context`` tokens (read) + the SSM state (read and written: 2x)."""
+    sequences at ``context`` tokens that the step reads (``memory.kv_read_bytes``: all of it, or what a
+    sparse attention selects) + the SSM state (read and written: 2x)."""
     cd = _cache_dtype(dtype, kv_dtype)
     weights = weights_touched_bytes(spec, counts, batch, dtype, rows=batch)
-    kv = M.kv_cache_bytes(spec, batch, context, cd)
+    kv = M.kv_read_bytes(spec, batch, context, cd)
     state = M.ssm_state_bytes(spec, batch, cd)
     return weights + kv + 2 * state
 

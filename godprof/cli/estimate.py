@@ -12,7 +12,6 @@ from godprof.cli.options import (
     AttnFlopsOpt,
     Batch,
     Context,
-    DTypeOpt,
     FlashOpt,
     FormatOpt,
     GroupSize,
@@ -29,13 +28,27 @@ from godprof.cli.options import (
     SpecArg,
 )
 
+ShippedDTypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        "-d",
+        help="Weight format for every Linear weight of the layers: fp32, bf16, fp16, fp8 (one fp32 scale per "
+        "tensor), fp8_block (one fp32 scale per 128x128 block), int8, int4 (fp16 scale per --group-size "
+        "inputs), mxfp4 (E2M1, E8M0 scale per 32), nvfp4 (E2M1, E4M3 scale per 16 + fp32 per tensor); "
+        "embeddings, lm_head, norms and biases stay in bf16 under the quantised ones. Default: the formats the "
+        "spec ships (its weights: section, or a config.json's quantization_config), bf16 where it says nothing.",
+        show_default=False,
+    ),
+]
+
 
 def estimate_cmd(
     spec: SpecArg,
     batch: Batch = 1,
     seq: Seq = "2048",
     context: Context = None,
-    dtype: DTypeOpt = "bf16",
+    dtype: ShippedDTypeOpt = None,
     kv_dtype: KVDType = None,
     mode: ModeOpt = Mode.inference,
     optimizer: OptimizerOpt = OptimizerChoice.adamw,
@@ -68,14 +81,16 @@ def estimate_cmd(
       godprof estimate jamba-v0.1 --mode train --recompute full --optimizer adamw8bit
     """
     from godprof.analytic import Workload, estimate
+    from godprof.analytic.estimate import shipped_formats
 
     with guard():
         s = load(spec)
+        formats = shipped_formats(s, None) if dtype is None else None
         w = Workload(
             batch=batch,
             seq=size(seq, "--seq") or 1,
             context=size(context, "--context"),
-            dtype=dtype,
+            dtype=formats.default if formats is not None else dtype,
             kv_dtype=kv_dtype,
             mode=mode.value,
             optimizer=optimizer.value,
@@ -85,7 +100,7 @@ def estimate_cmd(
             logits=logits.value,
             group_size=group_size,
         )
-        e = estimate(s, w, include_mtp=mtp)
+        e = estimate(s, w, include_mtp=mtp, formats=formats)
     if fmt == Format.json:
         emit_json(e.to_dict())
         return

@@ -8,7 +8,9 @@ What is read, and where each quirk comes from in transformers' modelling code:
   Qwen3's per-head q/k RMSNorm; sliding windows (Mistral v0.1 on every layer; Qwen2/3 only when
   ``use_sliding_window`` and from ``max_window_layers`` on).
 - gemma2: sandwich norms (four RMSNorms per layer), tied embeddings by default, sliding window on
-  the layers ``layer_types`` marks (even layers by default), embeddings scaled by sqrt(hidden).
+  the layers ``layer_types`` marks (even layers by default), embeddings scaled by sqrt(hidden), scores
+  soft-capped at ``attn_logit_softcapping`` and scaled by ``query_pre_attn_scalar ** -0.5`` (no
+  parameters; the final-logit soft-capping is not modelled).
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def _gemma2(c: Config) -> dict[str, Any]:
     n = c.int("num_hidden_layers")
     bias = c.bool("attention_bias", False)
     attn = h.attention(c, hidden, head_dim_default=256, qkv_bias=bias, o_bias=bias)
+    scalar = c.float("query_pre_attn_scalar", 256)  # softmax scale scalar**-0.5, not head_dim**-0.5
+    if scalar != attn["head_dim"]:
+        attn["scale"] = round(scalar**-0.5, 12)
+    softcap = c.data.get("attn_logit_softcapping", 50.0)
+    if softcap is not None:
+        attn["softcap"] = c.float("attn_logit_softcapping", 50.0)
     window = c.opt_int("sliding_window", 4096)
     types = c.str_list("layer_types")
     if types is None:

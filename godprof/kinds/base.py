@@ -21,7 +21,7 @@ from godprof.checker import Checker, KeyPath
 if TYPE_CHECKING:
     from godprof.analytic.workload import Workload
 
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "swiglu_oai")
 FP32_BYTES = 4
 
 
@@ -35,6 +35,8 @@ class Part:
     quantizable: int = 0  # Linear weight matrices (what int8/int4/fp8 weight formats store compactly)
     linear_tensors: int = 0  # number of Linear weight matrices (fp8 per-tensor scales)
     linear_shapes: Counter[tuple[int, int]] = field(default_factory=Counter)  # (n_in, n_out) -> count
+    # the same Linear weights by component: (component, n_in, n_out) -> count (per-component weight formats)
+    linear_by_component: Counter[tuple[str, int, int]] = field(default_factory=Counter)
 
     def linear(self, component: str, n_in: int, n_out: int, bias: bool, count: int = 1) -> None:
         """``count`` Linear(n_in, n_out) layers, all used per token."""
@@ -43,6 +45,7 @@ class Part:
         self.quantizable += count * n_in * n_out
         self.linear_tensors += count
         self.linear_shapes[(n_in, n_out)] += count
+        self.linear_by_component[(component, n_in, n_out)] += count
 
     def add(self, component: str, n: int) -> None:
         self.by_component[component] += n
@@ -54,6 +57,7 @@ class Part:
         self.quantizable += other.quantizable
         self.linear_tensors += other.linear_tensors
         self.linear_shapes.update(other.linear_shapes)
+        self.linear_by_component.update(other.linear_by_component)
 
     @property
     def total(self) -> int:
@@ -126,6 +130,11 @@ class MixerKind:
     def state_elements(self) -> int:
         """Recurrent state per sequence, constant in context (conv windows, SSM state)."""
         return 0
+
+    def decode_read_elements(self, context: int) -> int:
+        """Cached values one decode step reads at ``context``: the whole cache, unless the kind reads only
+        part of it (sparse attention reads the selected tokens)."""
+        return self.kv_elements_per_token() * self.cached_tokens(context)
 
     def kv_tp_fraction(self, tp: int) -> float:
         """Fraction of this layer's KV cache one of ``tp`` tensor-parallel ranks holds."""

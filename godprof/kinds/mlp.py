@@ -1,4 +1,10 @@
-"""``type: mlp``: the dense channel mixer, gated (SwiGLU/GeGLU: gate, up, down) or plain (fc1, act, fc2)."""
+"""``type: mlp``: the dense channel mixer, gated (SwiGLU/GeGLU: gate, up, down) or plain (fc1, act, fc2).
+
+Activations: silu, gelu, gelu_tanh, relu, and ``swiglu_oai``, gpt-oss's clamped SwiGLU
+(transformers ``models/gpt_oss/modeling_gpt_oss.py``, ``GptOssExperts._apply_gate``):
+``g = min(gate, 7); u = clamp(up, -7, 7); out = g * sigmoid(1.702 g) * (u + 1)``. It needs a gate and an
+up half, so only gated MLPs and experts take it. No parameters: alpha and the limit are constants.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,17 @@ from typing import Any, ClassVar
 
 from godprof.checker import Checker, KeyPath
 from godprof.kinds.base import ACTIVATIONS, FfnKind, Part, mlp_into
+
+SWIGLU_OAI_ALPHA = 1.702  # gpt-oss's swiglu_alpha (GptOssConfig default, the released checkpoints' value)
+SWIGLU_OAI_LIMIT = 7.0  # gpt-oss's swiglu_limit
+
+
+def activation(c: Checker, d: dict[str, Any], p: KeyPath, gated: bool) -> str:
+    """The ``activation`` key of an MLP or MoE entry; ``swiglu_oai`` needs a gated MLP (a gate and an up)."""
+    act = c.choice(d, "activation", p, ACTIVATIONS, "silu")
+    if act == "swiglu_oai" and not gated:
+        c.err((*p, "activation"), "swiglu_oai is a gated activation (gate and up halves): it needs gated: true")
+    return act
 
 
 def mlp_peak_elements(rows: int, hidden: int, inter: int, gated: bool) -> int:
@@ -41,10 +58,11 @@ class MLP(FfnKind):
 
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> MLP:
+        gated = c.bool_(d, "gated", p, True)
         return cls(
             intermediate_size=c.int_(d, "intermediate_size", p),
-            gated=c.bool_(d, "gated", p, True),
-            activation=c.choice(d, "activation", p, ACTIVATIONS, "silu"),
+            gated=gated,
+            activation=activation(c, d, p, gated),
             bias=c.bool_(d, "bias", p, False),
         )
 

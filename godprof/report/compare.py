@@ -274,6 +274,11 @@ class _Grouped:
         elements = sum(n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv)
         return -((-batch * elements * bits) // 8)
 
+    def kv_read_bytes(self, batch: int, context: int, bits: int) -> int:
+        """== memory.kv_read_bytes: what one decode step reads of the cache."""
+        elements = sum(n * lay.mixer.decode_read_elements(context) for n, lay in self._kv)
+        return -((-batch * elements * bits) // 8)
+
 
 def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
     """Per (batch, context) point: cache and serving memory, prefill and decode FLOPs, TTFT and TPOT.
@@ -302,7 +307,7 @@ def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence
             decode_tok = grp.sum(lambda sp, ctx=ctx: F.decode_flops_per_token(sp, c, ctx))
             prefill = grp.sum(lambda sp, ctx=ctx, b=b: R.prefill_flops(sp, c, b, ctx))
             # identical to R.decode_step_time_s / R.prefill_time_s, with the per-batch terms hoisted
-            decode_bytes = touched + kv + 2 * state
+            decode_bytes = touched + grp.kv_read_bytes(b, ctx, cdt.bits) + 2 * state
             tpot = max(b * (decode_tok + ssm_decode) / r.flops_per_s, decode_bytes / r.bytes_per_s)
             prefill_bytes = R.weights_touched_bytes(full, c, b * ctx, dt, rows=b * ctx) + kv + state
             ttft = max(prefill / r.flops_per_s, prefill_bytes / r.bytes_per_s)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from godprof.analytic.estimate import Estimate
+from godprof.analytic.memory import WeightsBreakdown
+from godprof.dtypes import get_dtype
 from godprof.report.format import fmt_bytes, fmt_flops, fmt_int, fmt_params
 from godprof.report.table import Table, flatten
 
@@ -18,8 +20,27 @@ _MEMORY_ROWS = (
 )
 
 
+def _weights_rows(mem: Table, weights: WeightsBreakdown) -> str:
+    """One short row per weight format under the weights row; returns the caption naming the components
+    each format stores (the base format also holds every bias, sink and SSM vector) and the quantised
+    formats' layouts."""
+    several = len(weights.by_format) > 1
+    where = []
+    for fmt, n in sorted(weights.by_format.items(), key=lambda kv: -kv[1]):
+        names = ", ".join(c.replace("_", " ") for c in weights.components_in(fmt))
+        if fmt == weights.base and several:
+            names = f"{names} and other vectors" if names else "biases and vectors"
+        mem.add(f"  in {fmt}", fmt_bytes(n), fmt_int(n))
+        where.append(f"{fmt}: {names}")
+    notes = [f"{f} = {get_dtype(f).note}" for f in weights.by_format if get_dtype(f).note]
+    return "; ".join(where + notes)
+
+
 def estimate_tables(e: Estimate) -> list[Table]:
+    """The report's tables; the memory table names the format of each group of weight tensors, and whether
+    they are the spec's shipped formats."""
     w = e.workload
+    weights, as_shipped = e.weights, e.as_shipped
     p = e.params
     params = Table(f"{e.spec.name} ({e.spec.family}): parameters", ["component", "total", "active per token", "exact"])
     params.add("total", fmt_params(p.total), fmt_params(p.active), fmt_int(p.total))
@@ -39,18 +60,28 @@ def estimate_tables(e: Estimate) -> list[Table]:
             k.kind, f"{k.mixer} / {k.ffn}", k.layers, fmt_params(k.params_per_layer), fmt_params(k.active_per_layer)
         )
 
+    split = len(weights.by_format) > 1 or not w.weight_dtype.is_float
+    wname = "as shipped" if as_shipped and split else w.weight_dtype.name
     mem = Table(
-        f"Memory: {w.mode}, batch {w.batch}, seq {w.seq:,}, context {w.ctx:,}, "
-        f"weights {w.weight_dtype.name}, KV {w.cache_dtype.name}",
+        f"Memory: {w.mode}, batch {w.batch}, seq {w.seq:,}, context {w.ctx:,}, weights {wname}, "
+        f"KV {w.cache_dtype.name}",
         ["item", "size", "bytes"],
     )
+    legend = ""
     for label, key in _MEMORY_ROWS:
         if e.memory[key] or key in ("weights_bytes", "activations_bytes"):
             mem.add(label, fmt_bytes(e.memory[key]), fmt_int(e.memory[key]))
+            if key == "weights_bytes" and split:
+                legend = _weights_rows(mem, weights)
     mem.add("total", fmt_bytes(e.memory["total_bytes"]), fmt_int(e.memory["total_bytes"]))
     mem.highlight.add((len(mem.rows) - 1, 1))
+    captions = []
     if e.memory["kv_bytes_per_token"]:
-        mem.caption = f"KV cache grows {fmt_bytes(e.memory['kv_bytes_per_token'])} per token per sequence"
+        captions.append(f"KV cache grows {fmt_bytes(e.memory['kv_bytes_per_token'])} per token per sequence")
+    if legend:
+        captions.append(f"Weight formats: {legend}")
+    if captions:
+        mem.caption = ". ".join(captions)
 
     f = e.flops
     fl = Table(

@@ -1,7 +1,7 @@
 """Build of ``type: attention`` (``godprof.kinds.attention``): grouped-query attention over
-``torch.nn.functional.scaled_dot_product_attention``. Every mixer takes ``(x [B, S, h], pos, state)``
-where ``pos`` is the number of tokens already in the cache and ``state`` the layer's preallocated cache
-tensors (None: no cache)."""
+``torch.nn.functional.scaled_dot_product_attention`` (``godprof.build.sdpa.attention`` where sinks or
+soft-capping need more). Every mixer takes ``(x [B, S, h], pos, state)`` where ``pos`` is the number of
+tokens already in the cache and ``state`` the layer's preallocated cache tensors (None: no cache)."""
 
 from __future__ import annotations
 
@@ -9,34 +9,58 @@ import torch
 from torch import nn
 
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, apply_rope
-from godprof.build.sdpa import band_mask, sdpa
+from godprof.build.sdpa import attention, band_mask
 from godprof.kinds.attention import Attention
+
+L2_EPS = 1e-5  # Llama4TextL2Norm is built with the config's rms_norm_eps (1e-5 in Llama 4's configs)
+
+
+def l2_norm(x: torch.Tensor, eps: float = L2_EPS) -> torch.Tensor:
+    """Llama 4's parameter-free qk norm: x / sqrt(mean(x^2) + eps) over the last dim, in fp32."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 class GQAttention(nn.Module):
-    """q/k/v/o projections (biases per spec), optional per-head RMSNorm on q and k (applied before
-    rotary, as Qwen3), rotary on the first ``rotary_dim`` features, causal SDPA, optional sliding window.
+    """q/k/v/o projections (biases per spec); qk norms (full-width ones on the projections, then the
+    optional clamp of q/k/v, as OLMoE; per-head ones before rotary, as Qwen3 and Gemma 3; the L2 norm
+    after it, as Llama 4); rotary on the first ``rotary_dim`` features; causal attention with an optional
+    sliding window or chunks, sinks, soft-capping and softmax scale (``godprof.build.sdpa.attention``).
 
     Cache: K and V [B, K, slots, D] each, slots = max_len, or min(max_len, window) for a sliding window,
-    used as a ring buffer (position p lives in slot p % window); keys are stored after rotary.
+    used as a ring buffer (position p lives in slot p % window), or min(max_len, chunk) for chunked
+    attention (position p in slot p % chunk: a chunk always starts at slot 0); keys are stored after
+    rotary and norms.
     """
 
     def __init__(self, a: Attention, hidden: int, dd: FactoryKwargs, rope: RotaryTables):
         super().__init__()
         self.a = a
         self.rope = rope
-        self.q_proj = nn.Linear(hidden, a.num_heads * a.head_dim, bias=a.qkv_bias, **dd)
-        self.k_proj = nn.Linear(hidden, a.num_kv_heads * a.head_dim, bias=a.qkv_bias, **dd)
-        self.v_proj = nn.Linear(hidden, a.num_kv_heads * a.head_dim, bias=a.qkv_bias, **dd)
-        self.o_proj = nn.Linear(a.num_heads * a.head_dim, hidden, bias=a.o_bias, **dd)
-        if a.qk_norm:
-            self.q_norm = RMSNorm(a.head_dim, dd)
-            self.k_norm = RMSNorm(a.head_dim, dd)
+        H, K, D = a.num_heads, a.num_kv_heads, a.head_dim
+        self.q_proj = nn.Linear(hidden, H * D, bias=a.qkv_bias, **dd)
+        self.k_proj = nn.Linear(hidden, K * D, bias=a.qkv_bias, **dd)
+        self.v_proj = nn.Linear(hidden, K * D, bias=a.qkv_bias, **dd)
+        self.o_proj = nn.Linear(H * D, hidden, bias=a.o_bias, **dd)
+        if a.qk_norm is True:
+            self.q_norm = RMSNorm(D, dd)
+            self.k_norm = RMSNorm(D, dd)
+        elif a.qk_norm == "full":
+            self.q_norm = RMSNorm(H * D, dd)
+            self.k_norm = RMSNorm(K * D, dd)
+        self.sinks = nn.Parameter(torch.zeros(H, **dd)) if a.sinks else None
         self.rotary_dim = (a.rotary_dim or a.head_dim) if a.rope else 0
 
+    @torch.no_grad()
+    def init_params(self, std: float, g: torch.Generator) -> None:
+        """Sink logits ~ N(0, 1) (``Model.init_weights`` calls this; the projections are Linear layers it
+        draws itself): of the order of the scores, so a sink takes a visible share of each softmax."""
+        if self.sinks is not None:
+            self.sinks.normal_(0.0, 1.0, generator=g)
+
     def cache_slots(self, max_len: int) -> int:
-        w = self.a.sliding_window
-        return max_len if w is None else min(max_len, w)
+        cap = self.a.sliding_window if self.a.sliding_window is not None else self.a.attention_chunk
+        return max_len if cap is None else min(max_len, cap)
 
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         shape = (batch, self.a.num_kv_heads, self.cache_slots(max_len), self.a.head_dim)
@@ -45,16 +69,30 @@ class GQAttention(nn.Module):
     def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
         a = self.a
         B, S, _ = x.shape
-        q = self.q_proj(x).view(B, S, a.num_heads, a.head_dim).transpose(1, 2)  # [B, H, S, D]
-        k = self.k_proj(x).view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
-        v = self.v_proj(x).view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
-        if a.qk_norm:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, S, H*D], [B, S, K*D] x 2
+        if a.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if a.clip_qkv is not None:  # after the full-width norms, as OlmoeAttention
+            c = a.clip_qkv
+            q, k, v = q.clamp_(-c, c), k.clamp_(-c, c), v.clamp_(-c, c)
+        q = q.view(B, S, a.num_heads, a.head_dim).transpose(1, 2)  # [B, H, S, D]
+        k = k.view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
+        v = v.view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
+        if a.qk_norm is True:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary_dim:
             cos, sin = self.rope.get(self.rotary_dim, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rd]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = self._attend(q, k, v, pos, state)  # [B, H, S, D]
+        if a.qk_norm == "l2":
+            q, k = l2_norm(q), l2_norm(k)
+        if a.attention_chunk is not None:
+            out = self._attend_chunked(q, k, v, pos, state)
+        else:
+            out = self._attend(q, k, v, pos, state)  # [B, H, S, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, S, a.num_heads * a.head_dim))
+
+    def _sdpa(self, q, k, v, mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        return attention(q, k, v, mask, is_causal, self.a.scale, self.sinks, self.a.softcap)
 
     def _attend(self, q, k, v, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
         S = q.shape[2]
@@ -65,8 +103,8 @@ class GQAttention(nn.Module):
                 self._store(state, k, v, pos)
             if window is not None and S > window:
                 idx = torch.arange(S, device=q.device)
-                return sdpa(q, k, v, mask=band_mask(idx, idx, window))
-            return sdpa(q, k, v, is_causal=bool(S > 1))
+                return self._sdpa(q, k, v, mask=band_mask(idx, idx, window))
+            return self._sdpa(q, k, v, is_causal=bool(S > 1))
         kc, vc = state  # [B, K, slots, D]
         slots = kc.shape[2]
         ring = window is not None and slots == window
@@ -74,15 +112,15 @@ class GQAttention(nn.Module):
             self._store(state, k, v, pos)
             keys, values = kc[:, :, : pos + S], vc[:, :, : pos + S]  # [B, K, T, D]
             if S == 1:
-                return sdpa(q, keys.to(q.dtype), values.to(q.dtype))
+                return self._sdpa(q, keys.to(q.dtype), values.to(q.dtype))
             q_pos = torch.arange(pos, pos + S, device=q.device)
             k_pos = torch.arange(0, pos + S, device=q.device)
-            return sdpa(q, keys.to(q.dtype), values.to(q.dtype), mask=band_mask(q_pos, k_pos, window))
+            return self._sdpa(q, keys.to(q.dtype), values.to(q.dtype), mask=band_mask(q_pos, k_pos, window))
         assert window is not None
         if S == 1:  # the ring holds exactly the last `window` positions once this token is written
             self._store(state, k, v, pos)
             filled = min(pos + 1, window)
-            return sdpa(q, kc[:, :, :filled].to(q.dtype), vc[:, :, :filled].to(q.dtype))
+            return self._sdpa(q, kc[:, :, :filled].to(q.dtype), vc[:, :, :filled].to(q.dtype))
         # chunked prefill into a ring: previous keys in chronological order, then the new ones
         prev = min(pos, window)
         shift = pos % window if pos >= window else 0
@@ -92,8 +130,47 @@ class GQAttention(nn.Module):
         values = torch.cat((vp.to(q.dtype), v), dim=2)
         q_pos = torch.arange(pos, pos + S, device=q.device)
         k_pos = torch.arange(pos - prev, pos + S, device=q.device)
-        out = sdpa(q, keys, values, mask=band_mask(q_pos, k_pos, window))
+        out = self._sdpa(q, keys, values, mask=band_mask(q_pos, k_pos, window))
         self._store(state, k, v, pos)
+        return out
+
+    def _attend_chunked(self, q, k, v, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        """Chunked local attention, one chunk at a time: the new tokens pos..pos+S-1 are cut at chunk
+        boundaries (multiples of C); each piece attends causally to itself and, for a piece that continues
+        a chunk begun before ``pos``, to that chunk's cached keys (slots 0 .. start % C - 1). Each piece's
+        output is written into one output tensor laid out [B, S, H, D], so o_proj reads it without a copy."""
+        B, H, S, D = q.shape
+        C = self.a.attention_chunk
+        assert C is not None
+        out = q.new_empty(B, S, H, D).transpose(1, 2)  # [B, H, S, D] view of [B, S, H, D]
+        start = pos
+        while start < pos + S:
+            end = min(start - start % C + C, pos + S)  # this piece: positions start..end-1, one chunk
+            i, j = start - pos, end - pos
+            qs, ks, vs = q[:, :, i:j], k[:, :, i:j], v[:, :, i:j]
+            prev = start % C  # tokens of this chunk already in the cache (only for the first piece)
+            if prev and state is not None:
+                kc, vc = state
+                ks = torch.cat((kc[:, :, :prev].to(q.dtype), ks), dim=2)  # [B, K, prev + n, D]
+                vs = torch.cat((vc[:, :, :prev].to(q.dtype), vs), dim=2)
+                if j - i == 1:
+                    piece = self._sdpa(qs, ks, vs)
+                else:
+                    q_pos = torch.arange(start, end, device=q.device)
+                    piece = self._sdpa(
+                        qs, ks, vs, mask=band_mask(q_pos, torch.arange(start - prev, end, device=q.device), None)
+                    )
+            else:
+                piece = self._sdpa(qs, ks, vs, is_causal=bool(j - i > 1))
+            out[:, :, i:j] = piece
+            del piece
+            start = end
+        if state is not None:  # keep the last chunk's new tokens: position p in slot p % C
+            kc, vc = state
+            last = max(pos, pos + S - 1 - (pos + S - 1) % C)
+            s0, n = last % C, pos + S - last
+            kc[:, :, s0 : s0 + n] = k[:, :, last - pos :]
+            vc[:, :, s0 : s0 + n] = v[:, :, last - pos :]
         return out
 
     def _store(self, state: list[torch.Tensor], k: torch.Tensor, v: torch.Tensor, pos: int) -> None:

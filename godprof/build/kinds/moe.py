@@ -1,5 +1,7 @@
-"""Build of ``type: moe`` (``godprof.kinds.moe``): stacked routed experts, softmax top-k routing, shared
-experts. Legend: T tokens, h hidden, E experts, k top-k, I expert intermediate size."""
+"""Build of ``type: moe`` (``godprof.kinds.moe``): stacked routed experts, the routings of
+``godprof.kinds.moe`` (softmax, topk_softmax, sigmoid, sparsemixer; score bias, groups, scaling, weights
+on the input), shared experts. Legend: T tokens, h hidden, E experts, k top-k, I expert intermediate size,
+G expert groups."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from godprof.build.kinds.mlp import DenseMLP
+from godprof.build.kinds.mlp import DenseMLP, glu
 from godprof.build.layers import ACTS, FactoryKwargs
 from godprof.kinds.moe import MoE
 
@@ -16,13 +18,20 @@ class Experts(nn.Module):
     """The routed experts of one MoE layer as stacked weights (transformers v5's fused MoE layout):
     gated ``gate_up_proj`` [E, 2I, h] and ``down_proj`` [E, h, I], or plain ``fc1`` [E, I, h] and
     ``fc2`` [E, h, I], with per-expert biases [E, 2I or I] and [E, h] when ``expert_bias``. The same
-    parameters as E separate MLPs, without E x 3 modules (DeepSeek-V3 has 14,848 experts)."""
+    parameters as E separate MLPs, without E x 3 modules (DeepSeek-V3 has 14,848 experts).
+
+    Gate and up rows: the first I rows are the gate, the next I the up projection (Mixtral, Qwen, DeepSeek);
+    with ``swiglu_oai`` they alternate, gate on even rows and up on odd ones, as gpt-oss's
+    ``gate_up_proj`` columns do (transformers stores it transposed, [E, h, 2I], and its bias [E, 2I] in the
+    same interleaved order), so a checkpoint maps onto ``w_in`` by a transpose alone."""
 
     def __init__(self, f: MoE, hidden: int, dd: FactoryKwargs):
         super().__init__()
         E, inter = f.num_experts, f.expert_intermediate_size
         self.gated = f.gated
+        self.activation = f.activation
         self.act = ACTS[f.activation]
+        self.interleaved = f.activation == "swiglu_oai"
         n_in = 2 * inter if f.gated else inter
         self.w_in = nn.Parameter(torch.empty(E, n_in, hidden, **dd))  # [E, 2I or I, h]
         self.w_out = nn.Parameter(torch.empty(E, hidden, inter, **dd))  # [E, h, I]
@@ -40,29 +49,65 @@ class Experts(nn.Module):
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:  # [n, h] -> [n, h]
         hid = F.linear(x, self.w_in[e], None if self.b_in is None else self.b_in[e])  # [n, 2I or I]
         if self.gated:
-            gate, up = hid.chunk(2, dim=-1)  # [n, I] each
-            hid = self.act(gate) * up
+            # gate, up: [n, I] views; with ``glu``'s temporaries at most 4 x [n, I] live (the analytic block)
+            gate, up = (hid[:, 0::2], hid[:, 1::2]) if self.interleaved else hid.chunk(2, dim=-1)
+            hid = glu(self.activation, gate, up)
         else:
             hid = self.act(hid)
         return F.linear(hid, self.w_out[e], None if self.b_out is None else self.b_out[e])
 
 
+def group_limited(choice_TE: torch.Tensor, groups: int, topk_group: int) -> torch.Tensor:
+    """DeepSeek-V3's group-limited choice (transformers ``DeepseekV3TopkRouter``, ``Glm4MoeTopkRouter``): a
+    group's score is the sum of its 2 best scores; experts outside the ``topk_group`` best groups get -inf."""
+    T, E = choice_TE.shape
+    group_TG = choice_TE.view(T, groups, E // groups).topk(2, dim=-1).values.sum(dim=-1)  # [T, G]
+    best_Tg = group_TG.topk(topk_group, dim=-1, sorted=False).indices  # [T, topk_group]
+    keep_TG = torch.zeros_like(group_TG, dtype=torch.bool).scatter_(1, best_Tg, True)
+    keep_TE = keep_TG.unsqueeze(-1).expand(T, groups, E // groups).reshape(T, E)
+    return choice_TE.masked_fill(~keep_TE, float("-inf"))
+
+
+def sparsemixer(logits_TE: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PhiMoE's top-2 SparseMixer at inference (transformers ``models/phimoe``, ``sparsemixer`` with
+    training False): for the best expert, then the best of the rest, the softmax weight it has among the
+    experts whose logit is within a relative ``2 eps`` of it. Returns weights [T, 2] and experts [T, 2]."""
+    weights, experts = [], []
+    masked = logits_TE
+    for _ in range(2):
+        top_T1, idx_T1 = masked.max(dim=-1, keepdim=True)
+        factor = logits_TE.abs().clamp(min=top_T1)
+        far = (top_T1 - logits_TE) / factor > 2 * eps
+        weights.append(torch.softmax(masked.masked_fill(far, float("-inf")), dim=-1).gather(-1, idx_T1))
+        experts.append(idx_T1)
+        masked = masked.scatter(-1, idx_T1, float("-inf"))
+    return torch.cat(weights, dim=-1), torch.cat(experts, dim=-1)
+
+
 class MoELayer(nn.Module):
-    """Routed experts with softmax top-k routing (weights renormalised over the k chosen, as Mixtral),
-    plus optional shared experts (one MLP of num_shared x size: the same parameters as separate ones)
-    behind an optional sigmoid gate (Qwen2-MoE).
+    """Routed experts behind a router (``route``), plus optional shared experts (one MLP of num_shared x
+    size: the same parameters as separate ones) behind an optional sigmoid gate (Qwen2-MoE).
 
     Tokens are grouped per expert by sorting the (token, expert) assignments; each expert runs on its
     contiguous slice in blocks of at most ceil(T*k / E) rows (a Python loop over experts and blocks,
-    never over tokens) and writes into one [T*k, h] output.
+    never over tokens) and writes into one [T*k, h] output. The routing weights scale the expert outputs,
+    or with ``weight_on_input`` their gathered inputs (Llama 4).
     Legend: T tokens, h hidden, E experts, k top-k.
     """
 
     def __init__(self, f: MoE, hidden: int, dd: FactoryKwargs):
         super().__init__()
+        self.f = f
         self.top_k = f.top_k
         self.num_experts = f.num_experts
         self.router = nn.Linear(hidden, f.num_experts, bias=f.router_bias, **dd)
+        # the bias on the scores that choose experts: a buffer (DeepSeek-V3, GLM-4.5) or, as transformers
+        # registers ERNIE 4.5's, a frozen Parameter; zero until a checkpoint fills it
+        self.score_bias: torch.Tensor | None
+        if f.score_bias == "parameter":
+            self.score_bias = nn.Parameter(torch.zeros(f.num_experts, **dd), requires_grad=False)
+        else:
+            self.register_buffer("score_bias", torch.zeros(f.num_experts, **dd) if f.score_bias == "buffer" else None)
         self.experts = Experts(f, hidden, dd)
         self.shared = None
         self.shared_gate = None
@@ -72,12 +117,41 @@ class MoELayer(nn.Module):
             if f.shared_expert_gate:
                 self.shared_gate = nn.Linear(hidden, 1, bias=False, **dd)
 
+    def route(self, x_Th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scores [T, E] fp32, weights [T, k] fp32, experts [T, k] int64) for the normed tokens. The scores
+        are what the analytic activation model holds: softmax or sigmoid scores, or the fp32 logits of
+        topk_softmax and sparsemixer; every other routing temporary is freed here."""
+        f = self.f
+        logits_TE = self.router(x_Th).float()  # [T, E]
+        if f.routing == "topk_softmax":  # gpt-oss: softmax over the k best logits
+            top_Tk, experts_Tk = torch.topk(logits_TE, self.top_k, dim=-1)
+            return logits_TE, torch.softmax(top_Tk, dim=-1).mul_(f.routed_scaling_factor), experts_Tk
+        if f.routing == "sparsemixer":
+            weights_Tk, experts_Tk = sparsemixer(logits_TE, f.jitter_eps)
+            return logits_TE, weights_Tk.mul_(f.routed_scaling_factor), experts_Tk
+        scores_TE = torch.sigmoid(logits_TE) if f.routing == "sigmoid" else torch.softmax(logits_TE, dim=-1)
+        del logits_TE
+        choice_TE = scores_TE if self.score_bias is None else scores_TE + self.score_bias.float()
+        if f.n_group > 1:
+            choice_TE = group_limited(choice_TE, f.n_group, f.topk_group)
+        top_Tk, experts_Tk = torch.topk(choice_TE, self.top_k, dim=-1)
+        biased = choice_TE is not scores_TE
+        del choice_TE
+        weights_Tk = scores_TE.gather(1, experts_Tk) if biased else top_Tk  # weights from unbiased scores
+        del top_Tk
+        if f.norm_topk_prob:
+            denominator = weights_Tk.sum(dim=-1, keepdim=True)
+            if f.routing == "sigmoid":
+                denominator = denominator + 1e-20  # DeepSeek-V3 / GLM-4.5 guard (softmax sums are >= k / E)
+            weights_Tk = weights_Tk / denominator
+        if f.routed_scaling_factor != 1.0:
+            weights_Tk = weights_Tk * f.routed_scaling_factor
+        return scores_TE, weights_Tk, experts_Tk
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x_Th = x.reshape(-1, shape[-1])  # [T, h]
-        scores_TE = torch.softmax(self.router(x_Th).float(), dim=-1)  # [T, E]
-        weights_Tk, experts_Tk = torch.topk(scores_TE, self.top_k, dim=-1)  # [T, k]
-        weights_Tk = weights_Tk / weights_Tk.sum(-1, keepdim=True)
+        scores_TE, weights_Tk, experts_Tk = self.route(x_Th)  # noqa: F841 (scores stay live, as counted)
         flat_experts = experts_Tk.reshape(-1)  # [T*k]
         order = torch.argsort(flat_experts, stable=True)  # assignments grouped by expert
         token_of = order // self.top_k  # [T*k] source token of each sorted assignment
@@ -87,6 +161,8 @@ class MoELayer(nn.Module):
         else:
             counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()  # one host sync
         x_sorted = x_Th[token_of]  # [T*k, h]
+        if self.f.weight_on_input:  # Llama 4: experts see score-scaled tokens
+            x_sorted.mul_(weights_Tk.reshape(-1)[order, None].to(x_sorted.dtype))
         y_sorted = torch.empty_like(x_sorted)  # [T*k, h]: each expert writes its rows
         # Rows per expert call are capped at the balanced share ceil(T*k / E), so the experts' workspace
         # is the same whatever the router does (the busiest expert runs in several blocks; the FLOPs
@@ -99,7 +175,8 @@ class MoELayer(nn.Module):
                 y_sorted[b0:b1] = self.experts.expert(e, x_sorted[b0:b1])  # [rows, h]
             start += n
         del x_sorted
-        y_sorted.mul_(weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype))
+        if not self.f.weight_on_input:
+            y_sorted.mul_(weights_Tk.reshape(-1)[order, None].to(y_sorted.dtype))
         out_Th = torch.zeros_like(x_Th).index_add_(0, token_of, y_sorted)  # [T, h]
         del y_sorted
         if self.shared is not None:
