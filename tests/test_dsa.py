@@ -66,12 +66,7 @@ def _ids(spec, batch: int, seq: int, seed: int = 3) -> torch.Tensor:
     return torch.randint(0, spec.model.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
 
 # --------------------------------------------------------------------------- parameters and cache
