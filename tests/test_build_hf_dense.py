@@ -23,14 +23,13 @@ import pytest
 import torch
 import yaml
 
-import godprof.hf as hf
 from godprof.analytic import Workload, count_params
 from godprof.analytic.flops import decode_flops_per_token, forward_flops
 from godprof.analytic.memory import inference_activation_bytes, kv_cache_bytes
 from godprof.build import build_model
 from godprof.build.layers import rope_cos_sin
 from godprof.dtypes import get_dtype
-from godprof.hf import dense, spec_document_from_hf_config, spec_from_hf_config
+from godprof.hf import spec_document_from_hf_config, spec_from_hf_config
 from godprof.measure.flops import count_torch
 from godprof.measure.memory import LiveTensorBytes, fused_attention
 from godprof.spec import parse_spec
@@ -45,13 +44,6 @@ SMALL: dict[str, Any] = {
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
-
-
-@pytest.fixture(autouse=True)
-def _awaiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the converters that wait for a published fixture (godprof.hf.dense.AWAITING_FIXTURES)."""
-    for t, f in dense.AWAITING_FIXTURES.items():
-        monkeypatch.setitem(hf.CONVERTERS, t, f)
 
 
 # --------------------------------------------------------------------------- weights into transformers

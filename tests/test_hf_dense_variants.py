@@ -4,8 +4,8 @@ The published configs (tests/fixtures/hf/) leave most knobs at their defaults; t
 narrow widths) turn them: biases, tied or untied heads, explicit ``layer_types`` and window patterns,
 partial rotary, NoPE intervals, softmax scale and soft-capping, nested ``rope_parameters``. Each must
 equal transformers' model built on the meta device, total and active, with the same number of attention
-layers (``test_hf_transformers._check``). Model types whose converter waits for a published fixture
-(``godprof.hf.dense.AWAITING_FIXTURES``) are registered for the test only.
+layers (``test_hf_transformers._check``). Model types without a published fixture (Cohere 2,
+EXAONE 4, Seed-OSS) are checked here only.
 
 A Gemma 3 multimodal wrapper (its ``text_config`` imported, the vision tower left out) is checked the
 same way, against transformers' wrapper class (``test_hf_transformers._build`` counts its language model
@@ -23,9 +23,8 @@ pytest.importorskip("transformers")
 
 from test_hf_transformers import _check  # noqa: E402
 
-import godprof.hf as hf  # noqa: E402
 from godprof.analytic import count_params  # noqa: E402
-from godprof.hf import dense, spec_from_hf_config  # noqa: E402
+from godprof.hf import spec_from_hf_config  # noqa: E402
 
 _SMALL: dict[str, Any] = {
     "hidden_size": 128, "intermediate_size": 320, "vocab_size": 1000, "num_attention_heads": 4, "pad_token_id": 0,
@@ -104,13 +103,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Seed-OSS defaults: q/k/v biases, no o bias, head_dim 128 (wider than hidden / heads)
     "seed-oss-defaults": {"model_type": "seed_oss", **_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 1},
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _awaiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the converters that wait for a published fixture, for these tests only."""
-    for t, f in dense.AWAITING_FIXTURES.items():
-        monkeypatch.setitem(hf.CONVERTERS, t, f)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

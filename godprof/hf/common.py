@@ -204,3 +204,19 @@ def split_attention(
         {"global": attn, "local": {**attn, "sliding_window": window}},
         ["local" if s else "global" for s in sliding],
     )
+
+
+def sigmoid_routing(c: Config, moe_entry: dict[str, Any], *, groups: tuple[int, int], scale: float) -> None:
+    """DeepSeek-V3-style routing (also GLM-4.5's): sigmoid scores plus a bias buffer
+    (``e_score_correction_bias``, no parameters) choose the experts, group-limited to ``topk_group`` of
+    ``n_group`` groups, weights renormalised when ``norm_topk_prob`` and scaled by
+    ``routed_scaling_factor``. ``groups`` and ``scale`` are the model_type's defaults in transformers."""
+    moe_entry.update(routing="sigmoid", score_bias="buffer")
+    if not c.bool("norm_topk_prob", True):
+        moe_entry["norm_topk_prob"] = False
+    n_group, topk_group = c.int("n_group", groups[0]), c.int("topk_group", groups[1])
+    if n_group > 1:
+        moe_entry.update(n_group=n_group, topk_group=topk_group)
+    factor = c.float("routed_scaling_factor", scale)
+    if factor != 1.0:
+        moe_entry["routed_scaling_factor"] = factor

@@ -71,6 +71,8 @@ def _deepseek(c: Config, kind: str) -> dict[str, Any]:
         inter = c.int("moe_intermediate_size")
         shared = c.opt_int("n_shared_experts", 2 if kind == "deepseek_v2" else 1, minimum=0) or 0
         ffns["moe"] = h.moe(routed, c.int("num_experts_per_tok"), inter, activation=act, shared=shared)
+        if kind != "deepseek_v2":  # V2 routes by softmax (its group-limited greedy variant is not modelled)
+            h.sigmoid_routing(c, ffns["moe"], groups=(8, 4), scale=2.5)
     model = h.model(c, hidden=hidden, layers=n, tie_default=False)
     name = "dsa" if v32 else "mla"
     what = "DeepSeek Sparse Attention (MLA plus a lightning indexer)" if v32 else "MLA attention"

@@ -293,12 +293,8 @@ MODEL_TYPES = {
     "olmo2": _olmo2,
     "starcoder2": _starcoder2,
     "smollm3": _smollm3,
-}
-
-# Converters whose model_type is not yet registered as supported: a type is supported once a published
-# config.json of it is among the importer's fixtures (tests/test_hf_transformers.py). Their logic is
-# checked against transformers on synthetic configs (tests/test_hf_dense_variants.py).
-AWAITING_FIXTURES = {
+    # No published config.json of these was reachable offline: checked against transformers on synthetic
+    # configs only (tests/test_hf_dense_variants.py; tests/test_hf_transformers.py lists why).
     "cohere2": _cohere2,
     "exaone4": _exaone4,
     "seed_oss": _seed_oss,

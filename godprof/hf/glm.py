@@ -47,15 +47,7 @@ def _glm4_moe(c: Config) -> dict[str, Any]:
         experts, c.int("num_experts_per_tok", 8), inter, activation=act,
         shared=c.int("n_shared_experts", 1, minimum=0),
     )  # fmt: skip
-    moe.update(routing="sigmoid", score_bias="buffer")
-    if not c.bool("norm_topk_prob", True):
-        moe["norm_topk_prob"] = False
-    groups, topk_group = c.int("n_group", 1), c.int("topk_group", 1)
-    if groups > 1:
-        moe.update(n_group=groups, topk_group=topk_group)
-    scale = c.float("routed_scaling_factor", 1.0)
-    if scale != 1.0:
-        moe["routed_scaling_factor"] = scale
+    h.sigmoid_routing(c, moe, groups=(1, 1), scale=1.0)
     mtp_layers = c.int(("num_nextn_predict_layers", "num_mtp_layers"), 1, minimum=0)
     if "moe" in layer_ffns or mtp_layers:
         ffns["moe"] = moe

@@ -53,6 +53,8 @@ def _qwen_moe(c: Config, kind: str) -> dict[str, Any]:
         experts = c.int(("num_experts", "num_local_experts"), 128, minimum=0)
         top_k = c.int("num_experts_per_tok", 8)
         moe = h.moe(experts or 1, top_k, c.int("moe_intermediate_size", 768), activation=act)
+    if not c.bool("norm_topk_prob", False):  # transformers' default: the top-k weights are not renormalised
+        moe["norm_topk_prob"] = False
     window, sliding = h.sliding_layers(c, n)
     mixers, layer_mixers = h.split_attention(attn, window, sliding)
     step = c.int("decoder_sparse_step", 1)

@@ -91,6 +91,9 @@ def _hunyuan_v1_moe(c: Config) -> dict[str, Any]:
                   f"got {v!r}")  # fmt: skip
     if c.data.get("use_mixed_mlp_moe") is False:
         c.bad("use_mixed_mlp_moe", "transformers' hunyuan_v1_moe always builds the shared MLP")
+    for key, what in (("use_cla", "cross-layer attention sharing"), ("use_mla", "latent attention")):
+        if c.bool(key, False):  # Tencent's remote-code configs name these; their A13B sets both false
+            c.bad(key, f"{what} in a Hunyuan config is not modelled")
     ffns: dict[str, dict[str, Any]] = {}
     layer_ffns = []
     for k in top_k:
@@ -214,18 +217,15 @@ def _phimoe(c: Config) -> dict[str, Any]:
     )  # fmt: skip
 
 
-MODEL_TYPES = {"olmoe": _olmoe}
-
-# Converters whose model_type is not yet registered as supported: a type is supported once a published
-# config.json of it is among the importer's fixtures and passes tests/test_hf_transformers.py. Their logic
-# is checked against transformers on synthetic configs (tests/test_hf_moe_variants.py). hunyuan_v1_moe:
-# Tencent's published Hunyuan-A13B config says model_type "hunyuan" (remote code). dbrx: the published
-# config matches transformers exactly (tests/test_hf_moe_variants.py), but DbrxModel keeps its layers in
-# ``transformer.blocks`` with the attention inside ``norm_attn_norm``, which test_hf_transformers's layer
-# finder does not know yet. ernie4_5_moe, phimoe: no published config among the fixtures yet.
-AWAITING_FIXTURES = {
-    "hunyuan_v1_moe": _hunyuan_v1_moe,
-    "ernie4_5_moe": _ernie4_5_moe,
+MODEL_TYPES = {
+    "olmoe": _olmoe,
     "dbrx": _dbrx,
+    "hunyuan_v1_moe": _hunyuan_v1_moe,
+    # Tencent's published Hunyuan-A13B config.json names its remote-code model_type "hunyuan": the same
+    # keys and modules (with use_cla and use_mla false), so the same converter reads it.
+    "hunyuan": _hunyuan_v1_moe,
+    # No published config.json of these was reachable offline: checked against transformers on synthetic
+    # configs only (tests/test_hf_moe_variants.py; tests/test_hf_transformers.py lists why).
+    "ernie4_5_moe": _ernie4_5_moe,
     "phimoe": _phimoe,
 }
