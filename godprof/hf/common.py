@@ -3,6 +3,7 @@ model section, sliding-window layer choices, and the most readable layout for a 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from godprof.hf.config import Config
@@ -220,3 +221,34 @@ def sigmoid_routing(c: Config, moe_entry: dict[str, Any], *, groups: tuple[int, 
     factor = c.float("routed_scaling_factor", scale)
     if factor != 1.0:
         moe_entry["routed_scaling_factor"] = factor
+
+
+SLIDING, FULL = "sliding_attention", "full_attention"
+
+
+def layer_types(c: Config, n: int, pattern_default: int | None) -> list[str]:
+    """``layer_types`` when given, else every ``sliding_window_pattern``-th layer full and the rest sliding
+    (Gemma 3, Cohere 2, EXAONE 4: ``(i + 1) % pattern``), else all full."""
+    types = c.str_list("layer_types")
+    if types is not None:
+        if len(types) != n:
+            c.bad("layer_types", f"has {len(types)} entries for {n} layers")
+        bad = sorted(set(types) - {SLIDING, FULL})
+        if bad:
+            c.bad("layer_types", f"unsupported layer types {bad}; supported: {SLIDING}, {FULL}")
+        return types
+    if pattern_default is None and not c.has("sliding_window_pattern"):
+        return [FULL] * n
+    if isinstance(c.data.get("sliding_window_pattern"), str):
+        c.bad("sliding_window_pattern", "a string pattern needs layer_types beside it (transformers reads the list)")
+    pattern = c.int("sliding_window_pattern", pattern_default)
+    return [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
+
+
+def gemma_model(c: Config, hidden: int, layers: int) -> dict[str, Any]:
+    """Gemma 2/3's model section: tied head, four RMSNorms per layer (sandwich), embeddings scaled by
+    sqrt(hidden) (no parameters)."""
+    return model(
+        c, hidden=hidden, layers=layers, tie_default=True, sandwich_norm=True,
+        embedding_multiplier=round(math.sqrt(hidden), 6),
+    )  # fmt: skip

@@ -43,9 +43,6 @@ from typing import Any
 from godprof.hf import common as h
 from godprof.hf.config import Config
 
-SLIDING, FULL = "sliding_attention", "full_attention"
-
-
 # Sizes transformers' configuration classes give a config that leaves them out (Gemma 3 wrappers' text
 # configs leave out vocab_size: the 27B's embedding is 262,208 rows).
 SIZE_DEFAULTS: dict[str, dict[str, int]] = {
@@ -71,25 +68,6 @@ SIZE_DEFAULTS: dict[str, dict[str, int]] = {
 def _sized(c: Config, model_type: str) -> Config:
     """``c`` with transformers' default sizes for the keys it leaves out (a null stays null)."""
     return Config({**SIZE_DEFAULTS[model_type], **c.data}, c.source, c.prefix)
-
-
-def _layer_types(c: Config, n: int, pattern_default: int | None) -> list[str]:
-    """``layer_types`` when given, else every ``sliding_window_pattern``-th layer full and the rest sliding
-    (Gemma 3, Cohere 2, EXAONE 4: ``(i + 1) % pattern``), else all full."""
-    types = c.str_list("layer_types")
-    if types is not None:
-        if len(types) != n:
-            c.bad("layer_types", f"has {len(types)} entries for {n} layers")
-        bad = sorted(set(types) - {SLIDING, FULL})
-        if bad:
-            c.bad("layer_types", f"unsupported layer types {bad}; supported: {SLIDING}, {FULL}")
-        return types
-    if pattern_default is None and not c.has("sliding_window_pattern"):
-        return [FULL] * n
-    if isinstance(c.data.get("sliding_window_pattern"), str):
-        c.bad("sliding_window_pattern", "a string pattern needs layer_types beside it (transformers reads the list)")
-    pattern = c.int("sliding_window_pattern", pattern_default)
-    return [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
 
 
 def _named(per_layer: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -131,21 +109,14 @@ def _gemma3_text(c: Config) -> dict[str, Any]:
     if not math.isclose(scale, attn["head_dim"] ** -0.5, rel_tol=1e-12):
         attn["scale"] = scale
     window = c.opt_int("sliding_window", 4096)
-    types = _layer_types(c, n, 6)
-    local = {**attn, "rope_theta": _theta(c, SLIDING, "rope_local_base_freq", 10000.0)}
+    types = h.layer_types(c, n, 6)
+    local = {**attn, "rope_theta": _theta(c, h.SLIDING, "rope_local_base_freq", 10000.0)}
     if window is not None:
         local["sliding_window"] = window
-    glob = {**attn, "rope_theta": _theta(c, FULL, "rope_theta", 1_000_000.0)}
-    mixers, names = _named([("local", local) if t == SLIDING else ("global", glob) for t in types])
+    glob = {**attn, "rope_theta": _theta(c, h.FULL, "rope_theta", 1_000_000.0)}
+    mixers, names = _named([("local", local) if t == h.SLIDING else ("global", glob) for t in types])
     act = c.activation(("hidden_activation", "hidden_act"), "gelu_pytorch_tanh")
-    model = h.model(
-        c,
-        hidden=hidden,
-        layers=n,
-        tie_default=True,
-        sandwich_norm=True,
-        embedding_multiplier=round(math.sqrt(hidden), 6),
-    )
+    model = h.gemma_model(c, hidden, n)
     ffns = {"mlp": h.mlp(c.int("intermediate_size"), activation=act)}
     desc = "Gemma 3: local/global attention, per-head q/k norms, sandwich norms"
     return h.doc("dense", model, mixers, ffns, names, None, desc)
@@ -182,11 +153,11 @@ def _cohere2(c: Config) -> dict[str, Any]:
     bias = c.bool("attention_bias", False)
     attn = h.attention(c, hidden, qkv_bias=bias, o_bias=bias)
     window = c.opt_int("sliding_window", 4096)
-    types = _layer_types(c, n, 4)
+    types = h.layer_types(c, n, 4)
     local = {**attn, "sliding_window": window}
     glob = _without_rope(attn)
     # Cohere2Attention rotates only where it has a window: without one every layer is global NoPE
-    mixers, names = _named([("local", local) if t == SLIDING and window else ("global", glob) for t in types])
+    mixers, names = _named([("local", local) if t == h.SLIDING and window else ("global", glob) for t in types])
     model = h.model(
         c,
         hidden=hidden,
@@ -231,13 +202,13 @@ def _smollm3(c: Config) -> dict[str, Any]:
     window = c.opt_int("sliding_window") if c.bool("use_sliding_window", False) else None
     types = c.str_list("layer_types")
     if types is None:  # SmolLM3Config: windows on the NoPE layers
-        types = [SLIDING if window is not None and not r else FULL for r in rope]
+        types = [h.SLIDING if window is not None and not r else h.FULL for r in rope]
     elif len(types) != n:
         c.bad("layer_types", f"has {len(types)} entries for {n} layers")
     per_layer = []
     for r, t in zip(rope, types, strict=True):
         entry, name = (attn, "attn") if r else (_without_rope(attn), "nope")
-        if window is not None and t == SLIDING:
+        if window is not None and t == h.SLIDING:
             entry, name = {**entry, "sliding_window": window}, f"{name}_local"
         per_layer.append((name, entry))
     mixers, names = _named(per_layer)
@@ -255,14 +226,14 @@ def _exaone4(c: Config) -> dict[str, Any]:
     attn = h.attention(c, hidden, qk_norm=True)
     window = c.opt_int("sliding_window", 4096)
     if window is None:
-        types = c.str_list("layer_types") or [FULL] * n
+        types = c.str_list("layer_types") or [h.FULL] * n
         if len(types) != n:
             c.bad("layer_types", f"has {len(types)} entries for {n} layers")
         mixers, names = {"attn": attn}, ["attn"] * n
     else:
-        types = _layer_types(c, n, 4)
+        types = h.layer_types(c, n, 4)
         local = {**attn, "sliding_window": window}
-        mixers, names = _named([("local", local) if t == SLIDING else ("global", _without_rope(attn)) for t in types])
+        mixers, names = _named([("local", local) if t == h.SLIDING else ("global", _without_rope(attn)) for t in types])
     model = h.model(c, hidden=hidden, layers=n, tie_default=False, post_norm=True)
     ffns = {"mlp": h.mlp(c.int("intermediate_size"), activation=c.activation("hidden_act", "silu"))}
     desc = "EXAONE 4: norms after each branch, per-head q/k norms, local layers and global NoPE layers"

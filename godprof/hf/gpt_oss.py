@@ -34,12 +34,8 @@ def _gpt_oss(c: Config) -> dict[str, Any]:
     attn = h.attention(c, hidden, head_dim_default=64, qkv_bias=bias, o_bias=bias, rope_theta_default=150000.0)
     attn["sinks"] = True
     window = c.opt_int("sliding_window", 128)
-    types = c.str_list("layer_types")
-    if types is None:
-        types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
-    elif len(types) != n:
-        c.bad("layer_types", f"has {len(types)} entries for {n} layers")
-    mixers, layer_mixers = h.split_attention(attn, window, [t == "sliding_attention" for t in types])
+    types = h.layer_types(c, n, 2)  # alternating, local first
+    mixers, layer_mixers = h.split_attention(attn, window, [t == h.SLIDING for t in types])
     for key, want in (("swiglu_alpha", SWIGLU_OAI_ALPHA), ("swiglu_limit", SWIGLU_OAI_LIMIT)):
         if c.float(key, want) != want:
             c.bad(key, f"only gpt-oss's {want} is supported (the swiglu_oai activation has it as a constant)")

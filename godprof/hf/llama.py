@@ -15,7 +15,6 @@ What is read, and where each quirk comes from in transformers' modelling code:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from godprof.hf import common as h
@@ -81,21 +80,10 @@ def _gemma2(c: Config) -> dict[str, Any]:
     if softcap is not None:
         attn["softcap"] = c.float("attn_logit_softcapping", 50.0)
     window = c.opt_int("sliding_window", 4096)
-    types = c.str_list("layer_types")
-    if types is None:
-        types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
-    elif len(types) != n:
-        c.bad("layer_types", f"has {len(types)} entries for {n} layers")
-    mixers, layer_mixers = h.split_attention(attn, window, [t == "sliding_attention" for t in types])
+    types = h.layer_types(c, n, 2)  # even layers local by default
+    mixers, layer_mixers = h.split_attention(attn, window, [t == h.SLIDING for t in types])
     act = c.activation(("hidden_activation", "hidden_act"), "gelu_pytorch_tanh")
-    model = h.model(
-        c,
-        hidden=hidden,
-        layers=n,
-        tie_default=True,
-        sandwich_norm=True,
-        embedding_multiplier=round(math.sqrt(hidden), 6),
-    )
+    model = h.gemma_model(c, hidden, n)
     ffns = {"mlp": h.mlp(c.int("intermediate_size"), activation=act)}
     return h.doc("dense", model, mixers, ffns, layer_mixers, None, "Gemma-2: sandwich norms, local/global attention")
 
