@@ -128,7 +128,7 @@ def text_plot(
 
 
 def sweep_text_plots(doc: dict[str, Any], width: int = 60, height: int = 12) -> str:
-    """The two terminal plots of a sweep: KV + state bytes (with the GPU memory line) and TPOT."""
+    """The terminal plots of a sweep: KV + state bytes (with the GPU memory line), TPOT and TTFT."""
     mem = doc["gpu_memory_bytes"]
     a = text_plot(
         sweep_series(doc, "cache_bytes"),
@@ -140,7 +140,9 @@ def sweep_text_plots(doc: dict[str, Any], width: int = 60, height: int = 12) -> 
     )
     title = "Decode step time (roofline TPOT) vs context (log-log)"
     b = text_plot(sweep_series(doc, "tpot_s"), title, fmt_seconds, None, width, height)
-    return a + "\n" + b
+    title = "Prefill time (roofline TTFT) vs context (log-log): quadratic attention bends up"
+    c = text_plot(sweep_series(doc, "ttft_s"), title, fmt_seconds, None, width, height)
+    return a + "\n" + b + "\n" + c
 
 
 # --------------------------------------------------------------------------- PNG / HTML
@@ -161,27 +163,32 @@ def _pyplot() -> Any:
 
 def sweep_figure(doc: dict[str, Any]) -> Any:
     """A matplotlib Figure: left, KV + state (solid) and weights + cache + activations (dashed) in GiB vs
-    context with the GPU memory line; right, roofline TPOT vs context. Log axes on both."""
+    context with the GPU memory line; middle, roofline TPOT vs context; right, roofline TTFT vs context
+    (where quadratic attention, sparse attention's O(L k) and linear-time mixers part ways). Log axes."""
     plt = _pyplot()
     from matplotlib import ticker
 
-    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    fig, (ax_m, ax_t, ax_p) = plt.subplots(1, 3, figsize=(17, 4.8), constrained_layout=True)
     gib = float(1 << 30)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     cache = sweep_series(doc, "cache_bytes")
     serving = sweep_series(doc, "serving_bytes")
     tpot = sweep_series(doc, "tpot_s")
-    for i, ((lab, xs, ys), (_, _, ts), (_, _, tt)) in enumerate(zip(cache, serving, tpot, strict=True)):
+    ttft = sweep_series(doc, "ttft_s")
+    series = zip(cache, serving, tpot, ttft, strict=True)
+    for i, ((lab, xs, ys), (_, _, ts), (_, _, tt), (_, _, pt)) in enumerate(series):
         c = colors[i % len(colors)]
         ax_m.plot(xs, [y / gib for y in ys], "-o", color=c, ms=3, label=f"{lab}: KV + state")
         ax_m.plot(xs, [y / gib for y in ts], "--", color=c, lw=1, label=f"{lab}: + weights, activations")
         ax_t.plot(xs, [y * 1e3 for y in tt], "-o", color=c, ms=3, label=lab)
+        ax_p.plot(xs, pt, "-o", color=c, ms=3, label=lab)
     mem = doc["gpu_memory_bytes"] / gib
     label = f"{doc['roofline']['gpu_name']} memory ({mem:.0f} GiB)"
     ax_m.axhline(mem, color="black", lw=1.2, ls=":", label=label)
     for ax, ylab, title in (
         (ax_m, "GiB", "Memory vs context"),
         (ax_t, "ms per decode step", f"Roofline decode step (TPOT) on {doc['gpu']}"),
+        (ax_p, "seconds to first token", f"Roofline prefill (TTFT) on {doc['gpu']}"),
     ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
