@@ -7,7 +7,7 @@ PyTorch build, reports) reads the resolved per-layer list from ``Spec.layers``.
 Format (see README and specs/ for one example per family)::
 
     name: llama-3-8b
-    family: dense            # dense | moe | ssm | hybrid
+    family: dense            # dense | moe | ssm | linear | hybrid
     source: https://...
     published: {params_total: 8030261248}
     model:
@@ -51,7 +51,7 @@ from godprof.spec_sections import (
     parse_weights,
 )
 
-FAMILIES = ("dense", "moe", "ssm", "hybrid")
+FAMILIES = ("dense", "moe", "ssm", "linear", "hybrid")
 __all__ = [
     "ACTIVATIONS", "FAMILIES", "NORMS", "Checker", "KeyPath", "Layer", "ModelConfig", "Mtp", "Published", "Spec",
     "load_spec", "load_yaml", "parse_spec", "parse_spec_text",
@@ -117,6 +117,12 @@ class Spec:
         return any(self.mixers[m].category == "ssm" for m in set(self.layer_mixers))
 
     @property
+    def has_linear(self) -> bool:
+        """Linear-time mixers other than SSMs: linear attention (gated delta rule, lightning), RWKV,
+        short convolutions."""
+        return any(self.mixers[m].category == "linear" for m in set(self.layer_mixers))
+
+    @property
     def has_moe(self) -> bool:
         return any(f is not None and f.sparse for f in (self.ffns[n] for n in set(self.layer_ffns)))
 
@@ -151,16 +157,21 @@ def _parse_kind(
 
 
 def _check_family(c: Checker, spec: Spec) -> None:
+    """dense: softmax attention only; moe: routed experts (with one kind of mixer); ssm: state-space
+    mixers, no attention; linear: linear-attention, RWKV or convolution mixers, no attention; hybrid:
+    attention beside SSM or linear mixers (with or without MoE)."""
     fam = spec.family
-    attn, ssm, moe = spec.has_attention, spec.has_ssm, spec.has_moe
+    attn, ssm, lin, moe = spec.has_attention, spec.has_ssm, spec.has_linear, spec.has_moe
+    recurrent = ssm or lin
     ok = {
-        "dense": attn and not ssm and not moe,
-        "moe": moe and not (attn and ssm),
+        "dense": attn and not recurrent and not moe,
+        "moe": moe and not (attn and recurrent),
         "ssm": ssm and not attn,
-        "hybrid": attn and ssm,
+        "linear": lin and not attn and not ssm,
+        "hybrid": attn and recurrent,
     }[fam]
     if not ok:
-        have = [w for w, b in (("attention", attn), ("SSM", ssm), ("MoE", moe)) if b]
+        have = [w for w, b in (("attention", attn), ("SSM", ssm), ("linear mixers", lin), ("MoE", moe)) if b]
         c.err(("family",), f"family '{fam}' does not match the layers, which use {' + '.join(have) or 'nothing'}")
 
 

@@ -76,7 +76,7 @@ def catalogue_table(records: list[dict[str, Any]]) -> Table:
     return t
 
 
-FamilyOpt = Annotated[str | None, typer.Option("--family", help="Only this family: dense, moe, ssm or hybrid.")]
+FamilyOpt = Annotated[str | None, typer.Option("--family", help="Only this family: dense, moe, ssm, linear or hybrid.")]
 FormatOpt = Annotated[TableJson, typer.Option("--format", "-f", help="table, or json (stable keys).")]
 ConfigArg = Annotated[
     Path,

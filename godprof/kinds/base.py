@@ -101,7 +101,7 @@ class MixerKind:
     overrides what applies to it."""
 
     type: ClassVar[str]  # the spec's ``type:`` name
-    category: ClassVar[str]  # "attention" or "ssm": what the spec's family is checked against
+    category: ClassVar[str]  # "attention", "ssm" or "linear": what the spec's family is checked against
     label: ClassVar[str]  # short name in layer-kind labels ("attn", "mla", "mamba2")
     build: ClassVar[str]  # "module:Class" of the torch module (godprof.build)
     keys: ClassVar[frozenset[str]]  # the keys its spec entry may hold
