@@ -49,6 +49,7 @@ NO_PUBLISHED_FIXTURE = {
     "ernie4_5_moe": "the copies found add _attn_implementation or num_experts_per_tok",
     "phimoe": "only modified derivatives of Phi-3.5-MoE were found",
     "hunyuan_v1_moe": "Tencent's published A13B config names the remote-code model_type 'hunyuan' (its fixture)",
+    "granitemoehybrid": "no published Granite-4.0-H config.json was reachable offline",
 }
 # transformers' class for a published remote-code model_type with the same modules
 
@@ -136,9 +137,12 @@ def _decoder_layers(model: Any) -> list[Any]:
 
 
 def _has_attention(layer: Any) -> bool:
-    """A decoder layer with an attention module (DBRX keeps it inside ``norm_attn_norm``)."""
+    """A decoder layer with an attention module (DBRX keeps it inside ``norm_attn_norm``; Granite-4.0-H
+    sets ``self_attn`` to None on Mamba layers; a Nemotron-H block's one ``mixer`` may be attention)."""
     inner = getattr(layer, "norm_attn_norm", layer)
-    return any(hasattr(inner, a) for a in ("self_attn", "attn", "attention"))
+    if type(getattr(inner, "mixer", None)).__name__.endswith("Attention"):
+        return True
+    return any(getattr(inner, a, None) is not None for a in ("self_attn", "attn", "attention"))
 
 
 def _text_model_type(cfg: dict[str, Any]) -> str:

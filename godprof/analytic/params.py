@@ -57,12 +57,15 @@ def ffn_part(ffn: Ffn, hidden: int) -> Part:
 def norms_per_layer(spec: Spec, layer: Layer) -> int:
     """Block norms: pre-mixer and pre-FFN (one shared in GPT-J-style parallel blocks), plus post-norms
     for sandwich-normed models (Gemma-2, Grok-1). Post-norm blocks (OLMo 2) have as many, after each
-    branch instead of before it."""
+    branch instead of before it. A ``passthrough`` mixer (``type: none``) has no branch and so no norm:
+    the layer is its FFN with its own norm (Nemotron-H's MLP blocks: one norm)."""
     m = spec.model
     has_ffn = layer.ffn is not None
-    n = 1 + (1 if has_ffn and not (m.parallel_residual and m.parallel_shared_norm) else 0)
+    has_mixer = not layer.mixer.passthrough
+    shared = m.parallel_residual and m.parallel_shared_norm and has_mixer  # shared with the mixer's norm
+    n = (1 if has_mixer else 0) + (1 if has_ffn and not shared else 0)
     if m.sandwich_norm:
-        n += 2 if has_ffn else 1
+        n += (1 if has_mixer else 0) + (1 if has_ffn else 0)
     return n
 
 

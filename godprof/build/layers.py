@@ -96,6 +96,7 @@ ACTS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (Nemotron-H; transformers' ReLUSquaredActivation)
     # gpt-oss's clamped gate, x' * sigmoid(1.702 x') with x' = min(x, 7); gated MLPs and experts apply the
     # whole clamped SwiGLU (the up half too) through godprof.build.kinds.mlp.glu
     "swiglu_oai": lambda x: x.clamp(max=7.0) * torch.sigmoid(1.702 * x.clamp(max=7.0)),

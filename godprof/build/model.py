@@ -41,7 +41,8 @@ class Block(nn.Module):
     Sequential: x + mix(n1(x)), then + ffn(n2(.)). Parallel (GPT-J/NeoX): x + mix(n1(x)) + ffn(n2(x)),
     with n2 = n1 when the norm is shared. Sandwich norms (Gemma-2) normalise each branch output before
     its residual add. Post-norm blocks (OLMo 2) normalise only the branch outputs: x + n1(mix(x)), then
-    + n2(ffn(.)). A layer without FFN (pure Mamba stacks) is x + mix(n1(x)).
+    + n2(ffn(.)). A layer without FFN (pure Mamba stacks) is x + mix(n1(x)); one whose mixer is a
+    ``passthrough`` kind (``type: none``) is x + ffn(n2(x)), without the mixer's norms.
     """
 
     def __init__(self, spec: Spec, layer: Layer, dd: FactoryKwargs, rope: RotaryTables):
@@ -49,15 +50,18 @@ class Block(nn.Module):
         m = spec.model
         h = m.hidden_size
         self.mixer = build_mixer(layer.mixer, h, dd, rope)
-        self.mixer_norm = None if m.post_norm else make_norm(m.norm, h, m.norm_bias, dd)
-        self.parallel = m.parallel_residual
+        # a passthrough mixer (``type: none``) is skipped with its norms: the layer is its FFN alone
+        self.skip_mixer = layer.mixer.passthrough
+        self.mixer_norm = None if m.post_norm or self.skip_mixer else make_norm(m.norm, h, m.norm_bias, dd)
+        self.parallel = m.parallel_residual and not self.skip_mixer
         self.ffn = build_ffn(layer.ffn, h, dd) if layer.ffn is not None else None
         self.ffn_norm = None
-        if self.ffn is not None and not (m.parallel_residual and m.parallel_shared_norm) and not m.post_norm:
+        if self.ffn is not None and not (self.parallel and m.parallel_shared_norm) and not m.post_norm:
             self.ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
         self.post_mixer_norm = self.post_ffn_norm = None
         if m.sandwich_norm or m.post_norm:
-            self.post_mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
+            if not self.skip_mixer:
+                self.post_mixer_norm = make_norm(m.norm, h, m.norm_bias, dd)
             if self.ffn is not None:
                 self.post_ffn_norm = make_norm(m.norm, h, m.norm_bias, dd)
 
@@ -77,13 +81,16 @@ class Block(nn.Module):
             if self.post_ffn_norm is not None:
                 f = self.post_ffn_norm(f)
             return x + y + f
-        y = self.mixer(x if self.mixer_norm is None else self.mixer_norm(x), pos, state)  # [B, S, h]
-        if self.post_mixer_norm is not None:
-            y = self.post_mixer_norm(y)
-        if self.ffn is None:
-            return x + y
-        x = x + y
-        del y
+        if not self.skip_mixer:
+            y = self.mixer(x if self.mixer_norm is None else self.mixer_norm(x), pos, state)  # [B, S, h]
+            if self.post_mixer_norm is not None:
+                y = self.post_mixer_norm(y)
+            if self.ffn is None:
+                return x + y
+            x = x + y
+            del y
+        elif self.ffn is None:
+            return x
         f = self.ffn(x if self.ffn_norm is None else self.ffn_norm(x))
         if self.post_ffn_norm is not None:
             f = self.post_ffn_norm(f)

@@ -11,13 +11,18 @@ from __future__ import annotations
 from godprof.kinds.attention import Attention
 from godprof.kinds.base import FfnKind, MixerKind, Part
 from godprof.kinds.dsa import DSA
+from godprof.kinds.gated_deltanet import GatedDeltaNet
+from godprof.kinds.kda import KDA
 from godprof.kinds.mamba1 import Mamba1
 from godprof.kinds.mamba2 import Mamba2
 from godprof.kinds.mla import MLA
 from godprof.kinds.mlp import MLP
 from godprof.kinds.moe import MoE
+from godprof.kinds.none_mixer import NoMixer
 
-MIXER_KINDS: dict[str, type[MixerKind]] = {k.type: k for k in (Attention, MLA, DSA, Mamba1, Mamba2)}
+MIXER_KINDS: dict[str, type[MixerKind]] = {
+    k.type: k for k in (Attention, MLA, DSA, Mamba1, Mamba2, NoMixer, GatedDeltaNet, KDA)
+}
 FFN_KINDS: dict[str, type[FfnKind]] = {k.type: k for k in (MLP, MoE)}
 
 __all__ = [

@@ -23,6 +23,9 @@ ring buffer of ``sliding_window`` slots). Variants of 2024-26 models, each with 
   (DbrxAttention, OlmoeAttention); ``softcap`` caps the scaled scores with cap x tanh(s / cap) before the mask and
   softmax (Gemma2Attention's ``attn_logit_softcapping``); ``scale`` replaces the softmax scale
   head_dim^-0.5 (Gemma 2/3: ``query_pre_attn_scalar ** -0.5``). None of the three has parameters.
+- ``output_gate``: gated attention (Qwen3-Next, Qwen3NextAttention): q_proj outputs a query and a gate
+  per head (``num_heads x 2 x head_dim``, laid out per head as [query, gate]); the attention output is
+  multiplied by sigmoid(gate) before o_proj. hidden x num_heads x head_dim more parameters.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class Attention(MixerKind):
     clip_qkv: float | None = None  # clamp q, k, v (DBRX, OLMoE)
     softcap: float | None = None  # attention-logit soft-capping (Gemma 2)
     scale: float | None = None  # softmax scale; None = head_dim ** -0.5
+    output_gate: bool = False  # sigmoid gate on the attention output from q_proj (Qwen3-Next)
 
     type: ClassVar[str] = "attention"
     category: ClassVar[str] = "attention"
@@ -100,6 +104,7 @@ class Attention(MixerKind):
     keys: ClassVar[frozenset[str]] = frozenset({
         "type", "num_heads", "num_kv_heads", "head_dim", "qkv_bias", "o_bias", "rope", "rotary_dim",
         "rope_theta", "sliding_window", "qk_norm", "sinks", "attention_chunk", "clip_qkv", "softcap", "scale",
+        "output_gate",
     })  # fmt: skip
     required: ClassVar[frozenset[str]] = frozenset({"type", "num_heads"})
 
@@ -135,6 +140,7 @@ class Attention(MixerKind):
             clip_qkv=_opt_float(c, d, "clip_qkv", p),
             softcap=_opt_float(c, d, "softcap", p),
             scale=_opt_float(c, d, "scale", p),
+            output_gate=c.bool_(d, "output_gate", p, False),
         )
 
     # -- parameters
@@ -145,7 +151,7 @@ class Attention(MixerKind):
         num_kv_heads) x head_dim for full-width norms, none for the L2 norm."""
         p = Part()
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
-        p.linear("attention", hidden, H * D, self.qkv_bias)
+        p.linear("attention", hidden, (2 if self.output_gate else 1) * H * D, self.qkv_bias)  # with the gate
         p.linear("attention", hidden, K * D, self.qkv_bias, count=2)
         p.linear("attention", H * D, hidden, self.o_bias)
         if self.sinks:
@@ -230,19 +236,28 @@ class Attention(MixerKind):
         - o_proj beside the attention output (and a token-major copy of it where the kernel wrote it
           head-major: after a partial rotary, or from the explicit attention).
 
+        With ``output_gate`` q_proj's output holds query and gate, and stays whole while the gate is used
+        (one more q-sized tensor in every phase); o_proj then runs beside the attention output and
+        sigmoid(gate) multiplied by it in place (token-major, so no copy of the output).
+
         Chunked layers allocate the whole output first and run the kernel one chunk at a time. Clamping
         is in place. Leaves out the repeated KV heads and masks of sliding-window prefill."""
         t = batch * seq
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, kv = t * H * D, t * K * D
         base = t * hidden + q + 2 * kv  # normed input, q, k, v
+        if self.output_gate:
+            base += q  # the gate half of q_proj's output
         rd = (self.rotary_dim or D) if self.rope else 0
         # o_proj's output beside the attention output, and a copy of that output laid out token-major when
         # the kernel wrote it head-major (it follows q's layout: a partial rotary re-joins q head-major;
         # explicit attention computes head-major); a chunked layer writes token-major itself
         explicit = self.softcap is not None or (self.sinks and not flash)
         copy = self.attention_chunk is None and ((0 < rd < D) or explicit)
-        phases = [a * (base + q + t * hidden + (q if copy else 0))]
+        if self.output_gate:  # sigmoid(gate) times the output in place, token-major: no copy
+            phases = [a * (base + 2 * q + t * hidden)]
+        else:
+            phases = [a * (base + q + t * hidden + (q if copy else 0))]
         if self.qk_norm:
             rows_q, rows_k = (t, t) if self.qk_norm == "full" else (t * H, t * K)
             phases.append(a * base + self.qk_norm_bytes(q, rows_q, a))
@@ -286,12 +301,15 @@ class Attention(MixerKind):
     def train_saved(self, hidden: int, seq: int, w: Workload) -> tuple[int, int]:
         """Norm input and output, q/k/v and the attention output (Korthikanti et al. 2022, sec. 4.1); with
         qk norms also their inputs, the raw q and k projections ((num_heads + num_kv_heads) x head_dim);
-        sinks save nothing per token beyond the softmax statistics SDPA keeps."""
+        sinks save nothing per token beyond the softmax statistics SDPA keeps; an output gate saves the
+        gate's sigmoid and the gated output (num_heads x head_dim each)."""
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
         el, fp32 = sdpa_train_saved(H, seq, w)
         el += 2 * hidden + (H + 2 * K) * D + H * D
         if self.qk_norm:
             el += (H + K) * D
+        if self.output_gate:
+            el += 2 * H * D
         return el, fp32
 
     def fused_on_cpu(self) -> bool:

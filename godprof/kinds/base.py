@@ -21,7 +21,7 @@ from godprof.checker import Checker, KeyPath
 if TYPE_CHECKING:
     from godprof.analytic.workload import Workload
 
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "swiglu_oai")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "relu2", "swiglu_oai")  # relu2: squared ReLU (Nemotron-H)
 FP32_BYTES = 4
 
 
@@ -106,6 +106,9 @@ class MixerKind:
     build: ClassVar[str]  # "module:Class" of the torch module (godprof.build)
     keys: ClassVar[frozenset[str]]  # the keys its spec entry may hold
     required: ClassVar[frozenset[str]] = frozenset({"type"})
+    # True for a mixer slot that does nothing (``type: none``, Nemotron-H's MLP-only blocks): the block
+    # skips it together with its pre-norm (and post-norm), so such a layer is only its FFN sub-block.
+    passthrough: ClassVar[bool] = False
 
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> MixerKind:

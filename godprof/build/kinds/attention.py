@@ -38,7 +38,7 @@ class GQAttention(nn.Module):
         self.a = a
         self.rope = rope
         H, K, D = a.num_heads, a.num_kv_heads, a.head_dim
-        self.q_proj = nn.Linear(hidden, H * D, bias=a.qkv_bias, **dd)
+        self.q_proj = nn.Linear(hidden, (2 if a.output_gate else 1) * H * D, bias=a.qkv_bias, **dd)  # [q, gate]
         self.k_proj = nn.Linear(hidden, K * D, bias=a.qkv_bias, **dd)
         self.v_proj = nn.Linear(hidden, K * D, bias=a.qkv_bias, **dd)
         self.o_proj = nn.Linear(H * D, hidden, bias=a.o_bias, **dd)
@@ -70,12 +70,17 @@ class GQAttention(nn.Module):
         a = self.a
         B, S, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, S, H*D], [B, S, K*D] x 2
+        gate = None
+        if a.output_gate:  # Qwen3NextAttention: per head [query (D), gate (D)]
+            q, gate = q.view(B, S, a.num_heads, 2 * a.head_dim).split(a.head_dim, dim=-1)  # [B, S, H, D] x 2
+            if a.qk_norm == "full" or a.clip_qkv is not None:
+                q = q.reshape(B, S, a.num_heads * a.head_dim)
         if a.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
         if a.clip_qkv is not None:  # after the full-width norms, as OlmoeAttention
             c = a.clip_qkv
             q, k, v = q.clamp_(-c, c), k.clamp_(-c, c), v.clamp_(-c, c)
-        q = q.view(B, S, a.num_heads, a.head_dim).transpose(1, 2)  # [B, H, S, D]
+        q = q.reshape(B, S, a.num_heads, a.head_dim).transpose(1, 2)  # [B, H, S, D]
         k = k.view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
         v = v.view(B, S, a.num_kv_heads, a.head_dim).transpose(1, 2)  # [B, K, S, D]
         if a.qk_norm is True:
@@ -89,6 +94,9 @@ class GQAttention(nn.Module):
             out = self._attend_chunked(q, k, v, pos, state)
         else:
             out = self._attend(q, k, v, pos, state)  # [B, H, S, D]
+        if gate is not None:  # o_proj(out * sigmoid(gate)), Qwen3NextAttention
+            gated = torch.sigmoid(gate).mul_(out.transpose(1, 2))  # [B, S, H, D], token-major
+            return self.o_proj(gated.view(B, S, a.num_heads * a.head_dim))
         return self.o_proj(out.transpose(1, 2).reshape(B, S, a.num_heads * a.head_dim))
 
     def _sdpa(self, q, k, v, mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
