@@ -50,6 +50,9 @@ NO_PUBLISHED_FIXTURE = {
     "phimoe": "only modified derivatives of Phi-3.5-MoE were found",
     "hunyuan_v1_moe": "Tencent's published A13B config names the remote-code model_type 'hunyuan' (its fixture)",
     "granitemoehybrid": "no published Granite-4.0-H config.json was reachable offline",
+    "minimax": "MiniMaxAI publishes MiniMax-Text-01 with the remote-code model_type; no -hf config.json offline",
+    "lfm2": "no published LiquidAI LFM2 config.json was reachable offline (checked on synthetic configs)",
+    "lfm2_moe": "no published LiquidAI LFM2-8B-A1B config.json was reachable offline (synthetic configs)",
 }
 # transformers' class for a published remote-code model_type with the same modules
 
@@ -140,6 +143,8 @@ def _has_attention(layer: Any) -> bool:
     """A decoder layer with an attention module (DBRX keeps it inside ``norm_attn_norm``; Granite-4.0-H
     sets ``self_attn`` to None on Mamba layers; a Nemotron-H block's one ``mixer`` may be attention)."""
     inner = getattr(layer, "norm_attn_norm", layer)
+    if type(getattr(inner, "self_attn", None)).__name__.endswith("DeltaAttention"):  # Kimi Linear's KDA layers
+        return False
     if type(getattr(inner, "mixer", None)).__name__.endswith("Attention"):
         return True
     return any(getattr(inner, a, None) is not None for a in ("self_attn", "attn", "attention"))

@@ -116,6 +116,10 @@ class Model(nn.Module):
             self.embed_positions = nn.Embedding(m.max_position_embeddings, h, **dd)
         self.rope = RotaryTables()
         self.layers = nn.ModuleList(Block(spec, layer, dd, self.rope) for layer in spec.layers())
+        for i, block in enumerate(self.layers):  # kinds whose constants depend on depth (lightning's decays)
+            place = getattr(block.mixer, "place", None)
+            if place is not None:
+                place(i, len(self.layers))
         self.norm = make_norm(m.norm, h, m.norm_bias, dd) if m.final_norm else None
         self.lm_head = None if m.tie_embeddings else nn.Linear(h, m.vocab_size, bias=False, **dd)
         self.lm_head_bias = nn.Parameter(torch.zeros(m.vocab_size, **dd)) if m.lm_head_bias else None

@@ -28,14 +28,33 @@ from pathlib import Path
 from typing import Any
 
 from godprof.errors import Problem, SpecError
-from godprof.hf import deepseek, dense, glm, gpt, gpt_oss, hybrid, llama, llama4, moe, moe_more, qwen3_next, ssm
+from godprof.hf import (
+    deepseek,
+    dense,
+    glm,
+    gpt,
+    gpt_oss,
+    hybrid,
+    kimi_linear,
+    lfm2,
+    llama,
+    llama4,
+    minimax,
+    moe,
+    moe_more,
+    qwen3_next,
+    ssm,
+)  # fmt: skip
 from godprof.hf.common import layout as _layout
 from godprof.hf.config import Config
 from godprof.spec import Spec, parse_spec
 
 # One adapter module per model_type family; each maps its model_types to a converter. Adding a family:
 # write its module (see godprof/hf/llama.py) and add it here.
-FAMILY_MODULES = (llama, moe, deepseek, gpt, ssm, dense, gpt_oss, llama4, glm, moe_more, hybrid, qwen3_next)
+FAMILY_MODULES = (
+    llama, moe, deepseek, gpt, ssm, dense, gpt_oss, llama4, glm, moe_more,  # attention and MoE decoders
+    hybrid, qwen3_next, kimi_linear, lfm2, minimax,  # hybrids with SSM or linear-time mixers
+)  # fmt: skip
 CONVERTERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     t: f for mod in FAMILY_MODULES for t, f in mod.MODEL_TYPES.items()
 }

@@ -13,15 +13,17 @@ from godprof.kinds.base import FfnKind, MixerKind, Part
 from godprof.kinds.dsa import DSA
 from godprof.kinds.gated_deltanet import GatedDeltaNet
 from godprof.kinds.kda import KDA
+from godprof.kinds.lightning import Lightning
 from godprof.kinds.mamba1 import Mamba1
 from godprof.kinds.mamba2 import Mamba2
 from godprof.kinds.mla import MLA
 from godprof.kinds.mlp import MLP
 from godprof.kinds.moe import MoE
 from godprof.kinds.none_mixer import NoMixer
+from godprof.kinds.short_conv import ShortConv
 
 MIXER_KINDS: dict[str, type[MixerKind]] = {
-    k.type: k for k in (Attention, MLA, DSA, Mamba1, Mamba2, NoMixer, GatedDeltaNet, KDA)
+    k.type: k for k in (Attention, MLA, DSA, Mamba1, Mamba2, NoMixer, GatedDeltaNet, KDA, ShortConv, Lightning)
 }
 FFN_KINDS: dict[str, type[FfnKind]] = {k.type: k for k in (MLP, MoE)}
 

@@ -157,7 +157,7 @@ class KDA(MixerKind):
         bh = batch * H
         step = 3 * bh * q * q * d + bh * q * q * (2 if c > 1 else 1) + q * q + 2 * bh * d * d
         step += 4 * bh * q * d if c > 1 else 0
-        scan = FP32_BYTES * (held + step)
+        scan = FP32_BYTES * (held + step) + 2 * q * q  # and the two bool masks
         out = FP32_BYTES * (L * D + 3 * t * D) + a * t * (self.rank + 2 * D)
         return x + max(conv, scan, out)
 
