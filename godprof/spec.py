@@ -38,7 +38,7 @@ from godprof.checker import Checker, KeyPath, load_yaml
 from godprof.dtypes import WeightFormats
 from godprof.errors import NotFoundError
 from godprof.kinds import FFN_KINDS, MIXER_KINDS, FfnKind, MixerKind
-from godprof.kinds.base import ACTIVATIONS
+from godprof.kinds.base import ACTIVATIONS, parse_kind
 from godprof.spec_layout import resolve_layout
 from godprof.spec_sections import (
     _PUBLISHED_KEYS,
@@ -110,17 +110,17 @@ class Spec:
 
     @property
     def has_attention(self) -> bool:
-        return any(self.mixers[m].category == "attention" for m in set(self.layer_mixers))
+        return any("attention" in self.mixers[m].categories for m in set(self.layer_mixers))
 
     @property
     def has_ssm(self) -> bool:
-        return any(self.mixers[m].category == "ssm" for m in set(self.layer_mixers))
+        return any("ssm" in self.mixers[m].categories for m in set(self.layer_mixers))
 
     @property
     def has_linear(self) -> bool:
         """Linear-time mixers other than SSMs: linear attention (gated delta rule, lightning), RWKV,
         short convolutions."""
-        return any(self.mixers[m].category == "linear" for m in set(self.layer_mixers))
+        return any("linear" in self.mixers[m].categories for m in set(self.layer_mixers))
 
     @property
     def has_moe(self) -> bool:
@@ -132,28 +132,6 @@ class Spec:
 _TOP_KEYS = {
     "name", "family", "source", "description", "published", "model", "mixers", "ffns", "layout", "mtp", "weights",
 }  # fmt: skip
-
-
-def _parse_kind(
-    c: Checker, raw: Any, p: KeyPath, hidden: int, kinds: dict[str, Any], what: str, extra: tuple[str, ...] = ()
-) -> tuple[bool, Any]:
-    """A mixer or FFN entry through its registered kind: (ok, kind). ``extra`` names types that parse to
-    None (an FFN slot's ``none``)."""
-    d = c.mapping(raw, p)
-    kind = d.get("type")
-    names = ", ".join((*kinds, *extra))
-    if kind in extra:
-        c.keys(d, p, {"type"}, {"type"})
-        return True, None
-    cls = kinds.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        if kind is None:
-            c.err(p, f"missing required key 'type' ({names})")
-        else:
-            c.err((*p, "type"), f"unknown {what} type {kind!r}; expected one of {names}")
-        return False, None
-    c.keys(d, p, set(cls.keys), set(cls.required))
-    return True, cls.parse(c, d, p, hidden)
 
 
 def _check_family(c: Checker, spec: Spec) -> None:
@@ -192,7 +170,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
 
     mixers: dict[str, Mixer] = {}
     for key, raw in c.mapping(d.get("mixers", {}), ("mixers",)).items():
-        ok, m = _parse_kind(c, raw, ("mixers", key), model.hidden_size if hidden_known else 0, MIXER_KINDS, "mixer")
+        ok, m = parse_kind(c, raw, ("mixers", key), model.hidden_size if hidden_known else 0, MIXER_KINDS, "mixer")
         if ok:
             mixers[key] = m
     if "mixers" in d and not d["mixers"]:
@@ -204,7 +182,7 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         ffns["none"] = None  # pure SSM stacks need no ffns section
     else:
         for key, raw in c.mapping(raw_ffns, ("ffns",)).items():
-            ok, f = _parse_kind(c, raw, ("ffns", key), model.hidden_size, FFN_KINDS, "ffn", ("none",))
+            ok, f = parse_kind(c, raw, ("ffns", key), model.hidden_size, FFN_KINDS, "ffn", ("none",))
             if ok:
                 ffns[key] = f
 

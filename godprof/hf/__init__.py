@@ -31,6 +31,7 @@ from godprof.errors import Problem, SpecError
 from godprof.hf import (
     deepseek,
     dense,
+    falcon_h1,
     glm,
     gpt,
     gpt_oss,
@@ -43,6 +44,7 @@ from godprof.hf import (
     moe,
     moe_more,
     qwen3_next,
+    rwkv,
     ssm,
 )  # fmt: skip
 from godprof.hf.common import layout as _layout
@@ -53,7 +55,7 @@ from godprof.spec import Spec, parse_spec
 # write its module (see godprof/hf/llama.py) and add it here.
 FAMILY_MODULES = (
     llama, moe, deepseek, gpt, ssm, dense, gpt_oss, llama4, glm, moe_more,  # attention and MoE decoders
-    hybrid, qwen3_next, kimi_linear, lfm2, minimax,  # hybrids with SSM or linear-time mixers
+    hybrid, qwen3_next, kimi_linear, lfm2, minimax, rwkv, falcon_h1,  # hybrids with SSM or linear-time mixers
 )  # fmt: skip
 CONVERTERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     t: f for mod in FAMILY_MODULES for t, f in mod.MODEL_TYPES.items()

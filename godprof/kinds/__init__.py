@@ -20,12 +20,28 @@ from godprof.kinds.mla import MLA
 from godprof.kinds.mlp import MLP
 from godprof.kinds.moe import MoE
 from godprof.kinds.none_mixer import NoMixer
+from godprof.kinds.parallel import Parallel
+from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
 from godprof.kinds.short_conv import ShortConv
 
 MIXER_KINDS: dict[str, type[MixerKind]] = {
-    k.type: k for k in (Attention, MLA, DSA, Mamba1, Mamba2, NoMixer, GatedDeltaNet, KDA, ShortConv, Lightning)
+    k.type: k
+    for k in (
+        Attention,
+        MLA,
+        DSA,
+        Mamba1,
+        Mamba2,
+        NoMixer,
+        GatedDeltaNet,
+        KDA,
+        ShortConv,
+        Lightning,
+        RwkvTimeMix,
+        Parallel,
+    )  # fmt: skip
 }
-FFN_KINDS: dict[str, type[FfnKind]] = {k.type: k for k in (MLP, MoE)}
+FFN_KINDS: dict[str, type[FfnKind]] = {k.type: k for k in (MLP, MoE, RwkvChannelMix)}
 
 __all__ = [
     "FFN_KINDS",

@@ -96,6 +96,28 @@ def inner_size(c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> int:
     return int(inner)
 
 
+def parse_kind(
+    c: Checker, raw: Any, p: KeyPath, hidden: int, kinds: dict[str, Any], what: str, extra: tuple[str, ...] = ()
+) -> tuple[bool, Any]:
+    """A mixer or FFN entry through its registered kind: (ok, kind). ``extra`` names types that parse to
+    None (an FFN slot's ``none``)."""
+    d = c.mapping(raw, p)
+    kind = d.get("type")
+    names = ", ".join((*kinds, *extra))
+    if kind in extra:
+        c.keys(d, p, {"type"}, {"type"})
+        return True, None
+    cls = kinds.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        if kind is None:
+            c.err(p, f"missing required key 'type' ({names})")
+        else:
+            c.err((*p, "type"), f"unknown {what} type {kind!r}; expected one of {names}")
+        return False, None
+    c.keys(d, p, set(cls.keys), set(cls.required))
+    return True, cls.parse(c, d, p, hidden)
+
+
 class MixerKind:
     """A token mixer. Defaults describe a mixer with no cache, no state and no attention; a kind
     overrides what applies to it."""
@@ -109,6 +131,11 @@ class MixerKind:
     # True for a mixer slot that does nothing (``type: none``, Nemotron-H's MLP-only blocks): the block
     # skips it together with its pre-norm (and post-norm), so such a layer is only its FFN sub-block.
     passthrough: ClassVar[bool] = False
+
+    @property
+    def categories(self) -> frozenset[str]:
+        """Every category the mixer counts as (a composite mixer has its children's)."""
+        return frozenset({self.category})
 
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> MixerKind:
