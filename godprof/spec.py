@@ -234,6 +234,13 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         path=source,
     )
     _check_family(c, spec)
+    for mn, fn in sorted(set(zip(spec.layer_mixers, spec.layer_ffns, strict=True))):
+        need = getattr(spec.ffns[fn], "pairs_with", None)
+        if need is not None and spec.mixers[mn].type != need:
+            c.err(
+                ("ffns", fn),
+                f"a {spec.ffns[fn].type} FFN needs a {need} mixer in its layer; layers using it have {mn!r}",
+            )
     c.raise_if_any()
     return spec
 

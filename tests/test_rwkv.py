@@ -14,13 +14,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from godprof.analytic.memory import ssm_state_bytes
+from godprof.analytic import Workload
+from godprof.analytic.memory import inference_activation_bytes, ssm_state_bytes
 from godprof.analytic.params import count_params
 from godprof.build import build_model
 from godprof.dtypes import get_dtype
+from godprof.errors import SpecError
 from godprof.hf import spec_from_hf_config
 from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
 from godprof.measure.flops import analytic_components, count_torch
+from godprof.measure.memory import LiveTensorBytes
 from godprof.spec import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
@@ -123,11 +126,34 @@ def test_state_is_constant_in_context(seq: int, more: int, hidden: int, att: int
 
 
 def test_channel_mix_needs_a_time_mix() -> None:
-    """The channel mix's shift state lives in its layer's time mix: without one the build refuses."""
-    spec = _spec(TINY.replace("tm: {type: rwkv_time_mix, attention_hidden_size: 24}", "tm: {type: short_conv}"))
-    model = _model(spec)
-    with pytest.raises(RuntimeError, match="rwkv_channel_mix needs an rwkv_time_mix"):
-        model(torch.zeros(1, 3, dtype=torch.long))
+    """The channel mix's shift state lives in its layer's time mix: a spec pairing it with another mixer is
+    refused with the entry named."""
+    with pytest.raises(SpecError, match="needs a rwkv_time_mix mixer in its layer"):
+        _spec(TINY.replace("tm: {type: rwkv_time_mix, attention_hidden_size: 24}", "tm: {type: short_conv}"))
+
+
+# the time mix's peak (a = 2 x hidden, a narrow channel mix) and the channel mix's (RWKV's 4 x hidden)
+TIME_PEAK = {"model_type": "rwkv", "vocab_size": 97, "hidden_size": 64, "num_hidden_layers": 2,
+             "attention_hidden_size": 128, "intermediate_size": 96}  # fmt: skip
+FFN_PEAK = {"model_type": "rwkv", "vocab_size": 97, "hidden_size": 64, "num_hidden_layers": 2}
+
+
+@pytest.mark.parametrize("cfg", [TIME_PEAK, FFN_PEAK], ids=["time-mix-peak", "channel-mix-peak"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_peak_equals_measured(dtype: torch.dtype, cfg: dict[str, Any]) -> None:
+    """The analytic prefill activation peak against the live-tensor peak of the build on CPU: equal to the
+    byte on torch 2.13 (the WKV loop's per-token [B, a] temporaries are below the peak step's)."""
+    spec = spec_from_hf_config(cfg, "synthetic.json")
+    model = _model(spec, dtype)
+    for batch, seq in ((1, 64), (3, 100)):
+        cache = model.allocate_cache(batch, seq + 4)
+        ids = torch.randint(0, 97, (batch, seq), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), LiveTensorBytes() as live:
+            logits = model(ids, cache=cache, last_only=True)
+            logits[:, -1].float().argmax(-1)
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=name, logits="last", flash_attention=True)
+        assert inference_activation_bytes(spec, w) == live.peak_bytes, (batch, seq)
 
 
 # --------------------------------------------------------------------------- transformers

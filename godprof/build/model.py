@@ -77,7 +77,7 @@ class Block(nn.Module):
                 y = self.post_mixer_norm(y)
             if self.ffn is None:
                 return x + y
-            f = self.ffn(self.ffn_norm(x) if self.ffn_norm is not None else normed)
+            f = self._ffn(self.ffn_norm(x) if self.ffn_norm is not None else normed, pos, state)
             if self.post_ffn_norm is not None:
                 f = self.post_ffn_norm(f)
             return x + y + f
@@ -91,10 +91,18 @@ class Block(nn.Module):
             del y
         elif self.ffn is None:
             return x
-        f = self.ffn(x if self.ffn_norm is None else self.ffn_norm(x))
+        f = self._ffn(x if self.ffn_norm is None else self.ffn_norm(x), pos, state)
         if self.post_ffn_norm is not None:
             f = self.post_ffn_norm(f)
         return x + f
+
+    def _ffn(self, h: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        """The FFN on ``h``; one that keeps state across tokens (``takes_state``: RWKV's channel mix and its
+        token shift) also gets the position and the layer's cache entry."""
+        assert self.ffn is not None
+        if getattr(self.ffn, "takes_state", False):
+            return self.ffn(h, pos, state)
+        return self.ffn(h)
 
 
 class Model(nn.Module):

@@ -232,6 +232,7 @@ class FfnKind:
     keys: ClassVar[frozenset[str]]
     required: ClassVar[frozenset[str]] = frozenset({"type"})
     sparse: ClassVar[bool] = False  # routed experts: makes a spec's family "moe"
+    pairs_with: ClassVar[str | None] = None  # the mixer type it must share a layer with (its state lives there)
 
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> FfnKind:

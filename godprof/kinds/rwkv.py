@@ -137,6 +137,7 @@ class RwkvChannelMix(FfnKind):
 
     type: ClassVar[str] = "rwkv_channel_mix"
     label: ClassVar[str] = "rwkv_cm"
+    pairs_with: ClassVar[str | None] = "rwkv_time_mix"  # its token-shift state is in the time mix's cache
     build: ClassVar[str] = "godprof.build.kinds.rwkv:RwkvChannelMixer"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "intermediate_size"})
     required: ClassVar[frozenset[str]] = frozenset({"type", "intermediate_size"})

@@ -8,17 +8,14 @@ Cache of a time mix (per layer): [num, den, max] (each [B, a]) and the two token
 mix's last normed input, then the channel mix's). A sequence starts (``pos`` 0) from num = den = 0,
 max = -1e38 and zero shifts, whatever the cache holds.
 
-The channel mix sits in the FFN slot, which is called with the normed hidden states only. Its shift
-state is in its layer's time-mix cache entry: the time mix, which runs just before it in the same block,
-hands over (the shift tensor or None, ``pos``) through a thread-local slot that the channel mix takes.
-A channel mix with no time mix before it in its layer raises.
+The channel mix sits in the FFN slot. Its shift state is in its layer's time-mix cache entry: it declares
+``takes_state``, so the block calls it with the position and that entry (``godprof.build.model.Block``).
+A channel mix whose layer's cache entry is not a time mix's raises.
 
 Shape legend: B batch, S new tokens, h hidden, a attention_hidden_size, I intermediate.
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 from torch import nn
@@ -27,8 +24,6 @@ from godprof.build.layers import FactoryKwargs, RotaryTables
 from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
 
 MAX_INIT = -1e38  # transformers' initial running max exponent (rwkv_linear_attention_cpu)
-
-_handoff = threading.local()  # .shift: (channel-mix shift state [B, h] or None, pos), set by the time mix
 
 
 def _shifted(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
@@ -110,12 +105,13 @@ class RwkvTimeMixer(nn.Module):
             for dst, src in zip(state[:3], s, strict=True):
                 dst.copy_(src)
             state[3].copy_(x[:, -1])
-        _handoff.shift = (state[4] if state is not None else None, pos)
         return self.output(r * y.to(x.dtype))  # [B, S, h]
 
 
 class RwkvChannelMixer(nn.Module):
     """Token shift -> sigmoid(receptance(xr)) * value(relu(key(xk))^2)."""
+
+    takes_state = True  # the block passes (pos, the layer's cache entry): the shift lives in the time mix's
 
     def __init__(self, f: RwkvChannelMix, hidden: int, dd: FactoryKwargs):
         super().__init__()
@@ -130,12 +126,10 @@ class RwkvChannelMixer(nn.Module):
         for p in (self.time_mix_key, self.time_mix_receptance):
             p.uniform_(0.0, 1.0, generator=g)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, h] -> [B, S, h]
-        handed = getattr(_handoff, "shift", None)
-        if handed is None:
+    def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
+        if state is not None and len(state) != 5:
             raise RuntimeError("rwkv_channel_mix needs an rwkv_time_mix mixer in the same layer (its shift state)")
-        _handoff.shift = None
-        buf, pos = handed
+        buf = state[4] if state is not None else None  # [B, h]
         shifted = _shifted(x, None if buf is None or pos == 0 else buf)
         if buf is not None:
             buf.copy_(x[:, -1])
