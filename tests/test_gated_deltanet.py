@@ -9,18 +9,16 @@ import warnings
 
 import pytest
 import torch
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kind_checks import assert_cached_decode_matches, spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes
 from godprof.analytic.params import count_params
-from godprof.build import build_model
 from godprof.kinds.gated_deltanet import GatedDeltaNet
 from godprof.measure.flops import analytic_components, count_torch, ssm_matmul_flops
 from godprof.measure.memory import LiveTensorBytes
-from godprof.spec import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
@@ -46,11 +44,10 @@ layout:
 
 
 def _spec(text: str = TINY):
-    return parse_spec(yaml.safe_load(text), "inline")
+    return spec_from(text)
 
 
-def _model(spec, dtype=torch.float32):
-    return build_model(spec, "cpu", dtype, init_std=0.15, seed=2)
+_model = tiny_model
 
 
 def test_params_and_cache_bytes_equal_the_analytic_figures() -> None:
@@ -68,23 +65,10 @@ def test_params_and_cache_bytes_equal_the_analytic_figures() -> None:
     assert attn.params(32).by_component["attention"] == 32 * 64 + 2 * 32 * 16 + 32 * 32  # q_proj with its gate
 
 
-@torch.no_grad()
 def test_cached_decode_equals_full_forward() -> None:
     """Prefill 9 tokens (chunks of 4: two whole and one padded), then pieces of 1, 3 and 6 tokens; every
     step's logits equal the full forward's (fp32)."""
-    spec = _spec()
-    model = _model(spec)
-    ids = torch.randint(0, 97, (2, 19), generator=torch.Generator().manual_seed(0))
-    full = model(ids)
-    cache = model.allocate_cache(2, 24)
-    pieces, start = [], 0
-    for n in (9, 1, 3, 6):
-        pieces.append(model(ids[:, start : start + n], cache=cache))
-        start += n
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-5, rtol=2e-5)
-    cache = model.allocate_cache(2, 24)
-    steps = [model(ids[:, :5], cache=cache)] + [model(ids[:, i : i + 1], cache=cache) for i in range(5, 19)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=2e-5, rtol=2e-5)
+    assert_cached_decode_matches(tiny_model(spec_from(TINY)), pieces=(9, 1, 3, 6), first=5)
 
 
 @pytest.mark.parametrize("seq", [16, 13, 3])

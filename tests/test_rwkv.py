@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kind_checks import spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes, ssm_state_bytes
@@ -24,7 +24,6 @@ from godprof.hf import spec_from_hf_config
 from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
 from godprof.measure.flops import analytic_components, count_torch
 from godprof.measure.memory import LiveTensorBytes
-from godprof.spec import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
@@ -45,11 +44,10 @@ layout:
 
 
 def _spec(text: str = TINY):
-    return parse_spec(yaml.safe_load(text), "inline")
+    return spec_from(text)
 
 
-def _model(spec, dtype=torch.float32):
-    return build_model(spec, "cpu", dtype, init_std=0.15, seed=2)
+_model = tiny_model
 
 
 def test_params_and_cache_bytes_equal_the_analytic_figures() -> None:

@@ -12,19 +12,18 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kind_checks import assert_cached_decode_matches, spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes
 from godprof.analytic.params import count_params
-from godprof.build import build_model
 from godprof.hf import spec_from_hf_config
 from godprof.kinds.short_conv import ShortConv
 from godprof.measure.flops import analytic_components, count_torch
 from godprof.measure.memory import LiveTensorBytes
-from godprof.spec import load_spec, parse_spec
+from godprof.spec import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
@@ -55,11 +54,10 @@ ffns: {mlp: {type: mlp, intermediate_size: 16}}
 
 
 def _spec(text: str = TINY):
-    return parse_spec(yaml.safe_load(text), "inline")
+    return spec_from(text)
 
 
-def _model(spec, dtype=torch.float32):
-    return build_model(spec, "cpu", dtype, init_std=0.15, seed=2)
+_model = tiny_model
 
 
 def test_params_and_cache_bytes_equal_the_analytic_figures() -> None:
@@ -77,23 +75,10 @@ def test_params_and_cache_bytes_equal_the_analytic_figures() -> None:
     assert conv.kv_elements_per_token() == 0
 
 
-@torch.no_grad()
 def test_cached_decode_equals_full_forward() -> None:
     """Prefill 7 tokens, then pieces of 1, 2 (shorter than the conv window) and 5; then token by token
     from a 1-token prompt: every step's logits equal the full forward's (fp32)."""
-    spec = _spec()
-    model = _model(spec)
-    ids = torch.randint(0, 97, (2, 15), generator=torch.Generator().manual_seed(0))
-    full = model(ids)
-    cache = model.allocate_cache(2, 20)
-    pieces, start = [], 0
-    for n in (7, 1, 2, 5):
-        pieces.append(model(ids[:, start : start + n], cache=cache))
-        start += n
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-5, rtol=2e-5)
-    cache = model.allocate_cache(2, 20)
-    steps = [model(ids[:, i : i + 1], cache=cache) for i in range(15)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=2e-5, rtol=2e-5)
+    assert_cached_decode_matches(tiny_model(spec_from(TINY)), pieces=(7, 1, 2, 5), first=0)
 
 
 @pytest.mark.parametrize("seq", [1, 2, 11])
