@@ -1,8 +1,10 @@
-"""Checks every layer kind's tests share: a tiny spec from YAML text, its fp32 build, and cached decode
-against a full forward (prefill, then pieces of several lengths, then token by token)."""
+"""Checks every layer kind's tests share: a tiny spec from YAML text, its fp32 build, cached decode
+against a full forward (prefill, then pieces of several lengths, then token by token), and our parameter
+names mapped to a transformers decoder's."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -40,3 +42,19 @@ def assert_cached_decode_matches(
     steps = [model(ids[:, :first], cache=cache)] if first else []
     steps += [model(ids[:, i : i + 1], cache=cache) for i in range(first, total)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=tol, rtol=tol)
+
+
+def hf_name(name: str, rules: Sequence[tuple[str, str]], fixed: dict[str, str] | None = None) -> str:
+    """Our parameter name -> a transformers decoder's: the model-level tensors (``fixed`` overrides the
+    Llama-style defaults), then per layer the first rule whose prefix matches, under ``model.layers.i``."""
+    top = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+           "lm_head.weight": "lm_head.weight", **(fixed or {})}  # fmt: skip
+    if name in top:
+        return top[name]
+    m = re.match(r"layers\.(\d+)\.(.*)", name)
+    assert m, name
+    i, rest = m.groups()
+    for ours, theirs in rules:
+        if rest.startswith(ours):
+            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
+    raise AssertionError(name)

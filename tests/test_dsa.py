@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kind_checks import hf_name
 
 import godprof.kinds.dsa as dsa_kind
 from godprof.analytic import Workload, count_params
@@ -265,18 +265,12 @@ def test_deepseek_v32_decode_flops_slope() -> None:
 # --------------------------------------------------------------------------- transformers
 
 
+_RULES = (("mixer_norm.", "input_layernorm."), ("ffn_norm.", "post_attention_layernorm."),
+                         ("mixer.", "self_attn."), ("ffn.", "mlp."))  # fmt: skip
+
+
 def _hf_name(name: str) -> str:
-    fixed = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
-    if name in fixed or name == "lm_head.weight":
-        return fixed.get(name, name)
-    m = re.match(r"layers\.(\d+)\.(.*)", name)
-    assert m, name
-    i, rest = m.groups()
-    for ours, theirs in (("mixer_norm.", "input_layernorm."), ("ffn_norm.", "post_attention_layernorm."),
-                         ("mixer.", "self_attn."), ("ffn.", "mlp.")):  # fmt: skip
-        if rest.startswith(ours):
-            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
-    raise AssertionError(name)
+    return hf_name(name, _RULES)
 
 
 def _hf_model(attn: str):

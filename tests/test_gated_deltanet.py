@@ -4,14 +4,13 @@ decode against a full forward, and the logits of transformers' Qwen3NextForCausa
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import assert_cached_decode_matches, spec_from, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_name, spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes
@@ -139,15 +138,7 @@ def test_prefill_peak_within_five_percent_of_measured(dtype: torch.dtype) -> Non
 ZERO_CENTRED = ("input_layernorm.", "post_attention_layernorm.", "q_norm.", "k_norm.")
 
 
-def _hf_name(name: str) -> str:
-    fixed = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-             "lm_head.weight": "lm_head.weight"}  # fmt: skip
-    if name in fixed:
-        return fixed[name]
-    m = re.match(r"layers\.(\d+)\.(.*)", name)
-    assert m, name
-    i, rest = m.groups()
-    for ours, theirs in (
+_RULES = (
         ("mixer_norm.", "input_layernorm."),
         ("ffn_norm.", "post_attention_layernorm."),
         ("mixer.in_proj", "linear_attn.in_proj"),
@@ -163,10 +154,11 @@ def _hf_name(name: str) -> str:
         ("ffn.shared_gate.", "mlp.shared_expert_gate."),
         ("ffn.shared.", "mlp.shared_expert."),
         ("ffn.", "mlp."),
-    ):
-        if rest.startswith(ours):
-            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
-    raise AssertionError(name)
+    )  # fmt: skip
+
+
+def _hf_name(name: str) -> str:
+    return hf_name(name, _RULES)
 
 
 @torch.no_grad()

@@ -9,12 +9,12 @@ published Kimi-Linear-48B-A3B config.json.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from kind_checks import hf_name
 
 from godprof.analytic import Workload, count_params
 from godprof.analytic import flops as F
@@ -189,12 +189,7 @@ def test_prefill_peak_estimate_equals_the_build(dtype: torch.dtype, chunk: int) 
 transformers = pytest.importorskip("transformers")
 
 
-def _hf_name(name: str) -> str:
-    fixed = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
-    if name in fixed or name == "lm_head.weight":
-        return fixed.get(name, name)
-    i, rest = re.match(r"layers\.(\d+)\.(.*)", name).groups()  # type: ignore[union-attr]
-    for ours, theirs in (
+_RULES = (
         ("mixer.f_a_proj.", "self_attn.forget_gate.f_a_proj."),
         ("mixer.f_b_proj.", "self_attn.forget_gate.f_b_proj."),
         ("mixer.dt_bias", "self_attn.forget_gate.dt_bias"),
@@ -207,10 +202,11 @@ def _hf_name(name: str) -> str:
         ("ffn.experts.w_out", "mlp.experts.down_proj"),
         ("ffn.shared.", "mlp.shared_experts."),
         ("ffn.", "mlp."),
-    ):
-        if rest.startswith(ours):
-            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
-    raise AssertionError(name)
+    )  # fmt: skip
+
+
+def _hf_name(name: str) -> str:
+    return hf_name(name, _RULES)
 
 
 @torch.no_grad()

@@ -5,7 +5,6 @@ on the meta device."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import assert_cached_decode_matches, spec_from, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_name, spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes
@@ -181,25 +180,18 @@ def test_prefill_peak_within_ten_percent_of_measured(text: str, dtype: torch.dty
 # ---------------------------------------------------------------------------- against transformers
 
 
-def _hf_name(name: str) -> str:
-    fixed = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-             "lm_head.weight": "lm_head.weight"}  # fmt: skip
-    if name in fixed:
-        return fixed[name]
-    m = re.match(r"layers\.(\d+)\.(.*)", name)
-    assert m, name
-    i, rest = m.groups()
-    for ours, theirs in (
+_RULES = (
         ("mixer_norm.", "input_layernorm."),
         ("ffn_norm.", "post_attention_layernorm."),
         ("mixer.", "self_attn."),
         ("ffn.router.", "mlp.gate."),
         ("ffn.experts.w_in", "mlp.experts.gate_up_proj"),
         ("ffn.experts.w_out", "mlp.experts.down_proj"),
-    ):
-        if rest.startswith(ours):
-            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
-    raise AssertionError(name)
+    )  # fmt: skip
+
+
+def _hf_name(name: str) -> str:
+    return hf_name(name, _RULES)
 
 
 def _pre_norm_layer(self: Any, hidden_states: torch.Tensor, position_embeddings: Any = None,

@@ -6,7 +6,6 @@ offline: synthetic configs turn each knob)."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import assert_cached_decode_matches, spec_from, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_name, spec_from, tiny_model
 
 from godprof.analytic import Workload
 from godprof.analytic.memory import inference_activation_bytes
@@ -139,14 +138,7 @@ def test_prefill_peak_within_five_percent_of_measured(dtype: torch.dtype, text: 
 # ---------------------------------------------------------------------------- against transformers
 
 
-def _hf_name(name: str) -> str:
-    fixed = {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.embedding_norm.weight"}
-    if name in fixed:
-        return fixed[name]
-    m = re.match(r"layers\.(\d+)\.(.*)", name)
-    assert m, name
-    i, rest = m.groups()
-    for ours, theirs in (
+_RULES = (
         ("mixer_norm.", "operator_norm."),
         ("ffn_norm.", "ffn_norm."),
         ("mixer.in_proj.", "conv.in_proj."),
@@ -159,10 +151,11 @@ def _hf_name(name: str) -> str:
         ("ffn.gate_proj.", "feed_forward.w1."),
         ("ffn.up_proj.", "feed_forward.w3."),
         ("ffn.down_proj.", "feed_forward.w2."),
-    ):
-        if rest.startswith(ours):
-            return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
-    raise AssertionError(name)
+    )  # fmt: skip
+
+
+def _hf_name(name: str) -> str:
+    return hf_name(name, _RULES, {"norm.weight": "model.embedding_norm.weight"})
 
 
 @torch.no_grad()
