@@ -210,16 +210,20 @@ def _hf_name(name: str) -> str:
 
 
 @torch.no_grad()
-def test_logits_match_transformers() -> None:
+@pytest.mark.parametrize("with_mla", [False, True], ids=["kda-only", "kda-and-nope-mla"])
+def test_logits_match_transformers(with_mla: bool) -> None:
     """KDA layers (chunk 4 over 11 tokens, so three chunks in transformers' 64-token chunk too: the chunk
-    size changes nothing), a dense first layer and sigmoid-routed MoE with a shared expert. The MLA layers
-    are left out: transformers' Kimi MLA uses no rotary, godprof's MLA always rotates its rope part."""
-    spec = _spec(LINEAR)
+    size changes nothing), a dense first layer and sigmoid-routed MoE with a shared expert; and with an MLA
+    layer without rotary (``rope: false``), as Kimi Linear's full-attention layers are."""
+    nope = HYBRID.replace("v_head_dim: 8}", "v_head_dim: 8, rope: false}")
+    spec = _spec(nope if with_mla else LINEAR)
     ours = build_model(spec, "cpu", torch.float32, init_std=0.15, seed=2)
     cfg = transformers.KimiLinearConfig(
         vocab_size=97, hidden_size=32, intermediate_size=40, moe_intermediate_size=12, num_hidden_layers=4,
         linear_attn_config={"head_dim": 8, "num_heads": 2, "short_conv_kernel_size": 4},
-        layer_types=["linear_attention"] * 4, mlp_layer_types=["dense"] + ["sparse"] * 3, num_local_experts=4,
+        layer_types=["linear_attention"] * 3 + ["full_attention" if with_mla else "linear_attention"],
+        mlp_layer_types=["dense"] + ["sparse"] * 3, num_local_experts=4, num_attention_heads=2, q_lora_rank=None,
+        kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
         num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=2.5, n_group=1, topk_group=1,
         rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=None, bos_token_id=None, eos_token_id=None,
     )  # fmt: skip

@@ -12,9 +12,7 @@ What is read, and where each quirk comes from in transformers' modelling code (m
   low-rank gates have rank head_dim (KimiLinearForgetGate's f_a_proj, g_a_proj).
 - MLA: ``q_lora_rank`` (null: one q_proj, the default), ``kv_lora_rank``, ``qk_nope_head_dim``,
   ``qk_rope_head_dim``, ``v_head_dim``, ``attention_bias``. transformers applies no rotary to the
-  ``qk_rope_head_dim`` key part (``mla_use_nope``); godprof's ``type: mla`` has no switch for that, so
-  the built model rotates it: parameters, KV cache and FLOPs are the same, the built model's outputs
-  differ from the checkpoint's on those layers (the description says so).
+  ``qk_rope_head_dim`` key part (``mla_use_nope``): the entry says ``rope: false``.
 - Dense MLP (``intermediate_size``) on the layers ``mlp_layer_types`` marks ``dense``, by default the
   first ``first_k_dense_replace`` (1); ``moe_layer_freq`` is not read (transformers does not).
 - MoE: ``num_experts`` (alias ``num_local_experts``, 256), ``num_experts_per_token`` (alias
@@ -100,6 +98,7 @@ def _kimi_linear(c0: Config) -> dict[str, Any]:
         "qk_nope_head_dim": c.int("qk_nope_head_dim", 128),
         "qk_rope_head_dim": c.int("qk_rope_head_dim", 64),
         "v_head_dim": c.int("v_head_dim", 128),
+        "rope": False,
     }
     if c.bool("attention_bias", False):
         mla["bias"] = True
@@ -121,7 +120,7 @@ def _kimi_linear(c0: Config) -> dict[str, Any]:
     model["tie_embeddings"] = False  # KimiLinearForCausalLM ties nothing (_tied_weights_keys = {})
     attn, linear = "mla" in mixers, "kda" in mixers
     family = "hybrid" if attn and linear else "linear" if linear else "moe" if "moe" in ffns else "dense"
-    nope = " (NoPE in transformers; the build rotates the rope key part: counts are unchanged)" if attn else ""
+    nope = " (NoPE)" if attn else ""
     return h.doc(
         family,
         model,

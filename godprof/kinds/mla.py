@@ -34,6 +34,7 @@ class MLA(MixerKind):
     q_lora_rank: int | None = None  # None: q is a full projection (DeepSeek-V2-Lite)
     bias: bool = False
     rope_theta: float = 10000.0
+    rope: bool = True  # false: the rope dims carry no rotation (Kimi Linear's MLA layers are NoPE)
 
     type: ClassVar[str] = "mla"
     category: ClassVar[str] = "attention"
@@ -41,7 +42,7 @@ class MLA(MixerKind):
     build: ClassVar[str] = "godprof.build.kinds.mla:MLAttention"
     keys: ClassVar[frozenset[str]] = frozenset({
         "type", "num_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
-        "v_head_dim", "bias", "rope_theta",
+        "v_head_dim", "bias", "rope_theta", "rope",
     })  # fmt: skip
     required: ClassVar[frozenset[str]] = frozenset(
         {"type", "num_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"}
@@ -65,6 +66,7 @@ class MLA(MixerKind):
             v_head_dim=c.int_(d, "v_head_dim", p),
             bias=c.bool_(d, "bias", p, False),
             rope_theta=c.float_(d, "rope_theta", p, 10000.0),
+            rope=c.bool_(d, "rope", p, True),
         )
 
     def params(self, hidden: int) -> Part:
@@ -108,14 +110,15 @@ class MLA(MixerKind):
         return 2 * self.num_heads * context * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
 
     def rope_table(self) -> tuple[int, float] | None:
-        return self.qk_rope_head_dim, self.rope_theta
+        return (self.qk_rope_head_dim, self.rope_theta) if self.rope else None
 
     def prefill_peak_bytes(self, hidden: int, batch: int, seq: int, a: int, flash: bool) -> int:
         """Prefill decompresses: the q projection, the kv latent (raw and normed), rotated q/k rope parts,
         kv_b_proj's output, the concatenated k and q, then the output (flash) or the math temporaries."""
         t = batch * seq
         H, qk, v, r, rp = self.num_heads, self.qk_head_dim, self.v_head_dim, self.kv_lora_rank, self.qk_rope_head_dim
-        held = t * (hidden + H * qk + (r + rp) + r + H * rp + rp + H * (self.qk_nope_head_dim + v) + 2 * H * qk)
+        rotated = H * rp + rp if self.rope else 0  # rotary's copies of the q and k rope parts
+        held = t * (hidden + H * qk + (r + rp) + r + rotated + H * (self.qk_nope_head_dim + v) + 2 * H * qk)
         cv = FP32_BYTES if a != FP32_BYTES else 0
         if flash:
             return a * (held + t * H * v) + max(FP32_BYTES * batch * H * seq, a * t * hidden)

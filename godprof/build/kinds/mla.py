@@ -59,9 +59,10 @@ class MLAttention(nn.Module):
         ckv = self.kv_a_proj_with_mqa(x)  # [B, S, r + rope]
         latent = self.kv_a_layernorm(ckv[..., :r])  # [B, S, r]
         k_pe = ckv[..., r:]  # [B, S, rope]
-        cos, sin = self.rope.get(rope_d, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rope]
-        q_pe = apply_rope(q_pe, cos, sin)  # [B, H, S, rope]
-        k_pe = apply_rope(k_pe, cos, sin)  # [B, S, rope]
+        if a.rope:  # a NoPE latent attention (Kimi Linear) keeps the rope dims as they are
+            cos, sin = self.rope.get(rope_d, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rope]
+            q_pe = apply_rope(q_pe, cos, sin)  # [B, H, S, rope]
+            k_pe = apply_rope(k_pe, cos, sin)  # [B, S, rope]
         if state is not None:
             buf = state[0]  # [B, max_len, r + rope]
             if pos + S > buf.shape[1]:
