@@ -226,16 +226,24 @@ def sigmoid_routing(c: Config, moe_entry: dict[str, Any], *, groups: tuple[int, 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
 
+def given_layer_types(c: Config, n: int, allowed: tuple[str, ...] = (SLIDING, FULL)) -> list[str] | None:
+    """The config's ``layer_types`` list, checked (one entry per layer, each in ``allowed``), or None."""
+    types = c.str_list("layer_types")
+    if types is None:
+        return None
+    if len(types) != n:
+        c.bad("layer_types", f"has {len(types)} entries for {n} layers")
+    bad = sorted(set(types) - set(allowed))
+    if bad:
+        c.bad("layer_types", f"unsupported layer types {bad}; supported: {', '.join(allowed)}")
+    return types
+
+
 def layer_types(c: Config, n: int, pattern_default: int | None) -> list[str]:
     """``layer_types`` when given, else every ``sliding_window_pattern``-th layer full and the rest sliding
     (Gemma 3, Cohere 2, EXAONE 4: ``(i + 1) % pattern``), else all full."""
-    types = c.str_list("layer_types")
+    types = given_layer_types(c, n)
     if types is not None:
-        if len(types) != n:
-            c.bad("layer_types", f"has {len(types)} entries for {n} layers")
-        bad = sorted(set(types) - {SLIDING, FULL})
-        if bad:
-            c.bad("layer_types", f"unsupported layer types {bad}; supported: {SLIDING}, {FULL}")
         return types
     if pattern_default is None and not c.has("sliding_window_pattern"):
         return [FULL] * n

@@ -30,16 +30,11 @@ LINEAR, FULL = "linear_attention", "full_attention"
 
 
 def _layer_types(c: Config, n: int) -> list[str]:
-    types = c.str_list("layer_types")
+    types = h.given_layer_types(c, n, (LINEAR, FULL))
     if types is None:
         if c.has("attn_type_list"):
             c.bad("attn_type_list", "transformers' MiniMaxConfig does not read it; give layer_types")
         return [FULL if (i + 1) % 2 else LINEAR for i in range(n)]
-    if len(types) != n:
-        c.bad("layer_types", f"has {len(types)} entries for {n} layers")
-    bad = sorted(set(types) - {LINEAR, FULL})
-    if bad:
-        c.bad("layer_types", f"unsupported layer types {bad}; supported: {LINEAR}, {FULL}")
     return types
 
 
