@@ -58,3 +58,22 @@ def hf_name(name: str, rules: Sequence[tuple[str, str]], fixed: dict[str, str] |
         if rest.startswith(ours):
             return f"model.layers.{i}.{theirs}{rest[len(ours) :]}"
     raise AssertionError(name)
+
+
+def prefill_peaks(model: torch.nn.Module, spec: Spec, batch: int, seq: int) -> tuple[int, int]:
+    """(measured, estimated) prefill activation peak: the live tensor bytes of one cached prefill of
+    batch x seq tokens on CPU with last-position logits and a sampler's fp32 copy, against
+    ``memory.inference_activation_bytes`` for the same workload (fused attention where the CPU has it)."""
+    from godprof.analytic import Workload
+    from godprof.analytic.memory import inference_activation_bytes
+    from godprof.measure.memory import LiveTensorBytes, fused_attention
+
+    cache = model.allocate_cache(batch, seq + 4)
+    ids = torch.randint(0, spec.model.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), LiveTensorBytes() as live:
+        logits = model(ids, cache=cache, last_only=True)
+        logits[:, -1].float().argmax(-1)
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[model.dtype]
+    w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=dtype, logits="last",
+                 flash_attention=fused_attention(spec, "cpu"))  # fmt: skip
+    return live.peak_bytes, inference_activation_bytes(spec, w)

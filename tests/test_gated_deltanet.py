@@ -10,14 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import assert_cached_decode_matches, hf_name, spec_from, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_name, prefill_peaks, spec_from, tiny_model
 
-from godprof.analytic import Workload
-from godprof.analytic.memory import inference_activation_bytes
 from godprof.analytic.params import count_params
 from godprof.kinds.gated_deltanet import GatedDeltaNet
 from godprof.measure.flops import analytic_components, count_torch, ssm_matmul_flops
-from godprof.measure.memory import LiveTensorBytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
@@ -122,15 +119,8 @@ def test_prefill_peak_within_five_percent_of_measured(dtype: torch.dtype) -> Non
     spec = _spec()
     model = _model(spec, dtype)
     for batch, seq in ((1, 64), (4, 200)):
-        cache = model.allocate_cache(batch, seq + 4)
-        ids = torch.randint(0, 97, (batch, seq), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(), LiveTensorBytes() as live:
-            logits = model(ids, cache=cache, last_only=True)
-            logits[:, -1].float().argmax(-1)
-        name = "fp32" if dtype == torch.float32 else "bf16"
-        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=name, logits="last", flash_attention=True)
-        est = inference_activation_bytes(spec, w)
-        assert abs(est - live.peak_bytes) / live.peak_bytes <= 0.05, (batch, seq, est, live.peak_bytes)
+        measured, est = prefill_peaks(model, spec, batch, seq)
+        assert abs(est - measured) / measured <= 0.05, (batch, seq, est, measured)
 
 
 # ---------------------------------------------------------------------------- against transformers

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from kind_checks import hf_name
+from kind_checks import hf_name, prefill_peaks
 
 from godprof.analytic import Workload, count_params
 from godprof.analytic import flops as F
-from godprof.analytic.memory import inference_activation_bytes, kv_cache_bytes, ssm_state_bytes
+from godprof.analytic.memory import kv_cache_bytes, ssm_state_bytes
 from godprof.build import build_model
 from godprof.build.kinds.kda import kda_chunked, kda_step
 from godprof.dtypes import get_dtype
 from godprof.kinds import MIXER_KINDS
 from godprof.kinds.kda import KDA
 from godprof.measure.flops import analytic_components, count_torch, ssm_matmul_flops
-from godprof.measure.memory import LiveTensorBytes, fused_attention
 from godprof.spec import load_spec, parse_spec_text
 
 BF16 = get_dtype("bf16")
@@ -170,18 +169,10 @@ def test_prefill_peak_estimate_equals_the_build(dtype: torch.dtype, chunk: int) 
     """The analytic prefill working set against the live-tensor peak of a prefill, as
     tests/test_activation_fidelity.py measures the tiny examples (within 2%; today within 1%)."""
     spec = _spec(HYBRID.replace("chunk_size: 4", f"chunk_size: {chunk}"))
-    name = "fp32" if dtype == torch.float32 else "bf16"
     model = build_model(spec, "cpu", dtype)
     for batch, seq in ((1, 64), (4, 200)):
-        cache = model.allocate_cache(batch, seq + 4)
-        ids = torch.randint(0, 97, (batch, seq), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(), LiveTensorBytes() as live:
-            logits = model(ids, cache=cache, last_only=True)
-            logits[:, -1].float().argmax(-1)
-        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=name, logits="last",
-                     flash_attention=fused_attention(spec, "cpu"))  # fmt: skip
-        est = inference_activation_bytes(spec, w)
-        assert abs(est / live.peak_bytes - 1) <= 0.02, (batch, seq, est, live.peak_bytes)
+        measured, est = prefill_peaks(model, spec, batch, seq)
+        assert abs(est / measured - 1) <= 0.02, (batch, seq, est, measured)
 
 
 # --------------------------------------------------------------------------- transformers

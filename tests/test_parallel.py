@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from kind_checks import prefill_peaks
 
 from godprof.analytic import count_params
 from godprof.analytic.memory import kv_cache_bytes, kv_read_bytes, ssm_state_bytes
@@ -225,22 +226,12 @@ def test_decode_flop_counter_equals_analytic() -> None:
 def test_prefill_peak_equals_measured(which: int, dtype: torch.dtype) -> None:
     """The activation model (children one after the other, the input and running sum beside them) against
     the live-tensor peak of a prefill as ``godprof measure`` runs it, within 2% like every kind."""
-    from godprof.analytic import Workload
-    from godprof.analytic.memory import inference_activation_bytes
-    from godprof.measure.memory import LiveTensorBytes, fused_attention
 
     spec = _specs()[which]
     model = build_model(spec, device="cpu", dtype=dtype)
     for batch, seq in ((1, 64), (4, 200)):
-        cache = model.allocate_cache(batch, seq + 4)
-        ids = _ids(spec.model.vocab_size, batch, seq)
-        with torch.no_grad(), LiveTensorBytes() as live:
-            logits = model(ids, cache=cache, last_only=True)
-            logits[:, -1].float().argmax(-1)
-        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype="fp32" if dtype == torch.float32 else "bf16",
-                     logits="last", flash_attention=fused_attention(spec, "cpu"))  # fmt: skip
-        estimated = inference_activation_bytes(spec, w)
-        assert estimated == pytest.approx(live.peak_bytes, rel=0.02), (batch, seq, estimated, live.peak_bytes)
+        measured, estimated = prefill_peaks(model, spec, batch, seq)
+        assert estimated == pytest.approx(measured, rel=0.02), (batch, seq, estimated, measured)
 
 
 # --------------------------------------------------------------------------- falcon_h1 against transformers

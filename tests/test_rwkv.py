@@ -12,10 +12,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import spec_from, tiny_model
+from kind_checks import prefill_peaks, spec_from, tiny_model
 
-from godprof.analytic import Workload
-from godprof.analytic.memory import inference_activation_bytes, ssm_state_bytes
+from godprof.analytic.memory import ssm_state_bytes
 from godprof.analytic.params import count_params
 from godprof.build import build_model
 from godprof.dtypes import get_dtype
@@ -23,7 +22,6 @@ from godprof.errors import SpecError
 from godprof.hf import spec_from_hf_config
 from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
 from godprof.measure.flops import analytic_components, count_torch
-from godprof.measure.memory import LiveTensorBytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
 
@@ -144,14 +142,8 @@ def test_prefill_peak_equals_measured(dtype: torch.dtype, cfg: dict[str, Any]) -
     spec = spec_from_hf_config(cfg, "synthetic.json")
     model = _model(spec, dtype)
     for batch, seq in ((1, 64), (3, 100)):
-        cache = model.allocate_cache(batch, seq + 4)
-        ids = torch.randint(0, 97, (batch, seq), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(), LiveTensorBytes() as live:
-            logits = model(ids, cache=cache, last_only=True)
-            logits[:, -1].float().argmax(-1)
-        name = "fp32" if dtype == torch.float32 else "bf16"
-        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=name, logits="last", flash_attention=True)
-        assert inference_activation_bytes(spec, w) == live.peak_bytes, (batch, seq)
+        measured, est = prefill_peaks(model, spec, batch, seq)
+        assert est == measured, (batch, seq)
 
 
 # --------------------------------------------------------------------------- transformers

@@ -13,15 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kind_checks import assert_cached_decode_matches, hf_name, spec_from, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_name, prefill_peaks, spec_from, tiny_model
 
-from godprof.analytic import Workload
-from godprof.analytic.memory import inference_activation_bytes
 from godprof.analytic.params import count_params
 from godprof.hf import spec_from_hf_config
 from godprof.kinds.short_conv import ShortConv
 from godprof.measure.flops import analytic_components, count_torch
-from godprof.measure.memory import LiveTensorBytes
 from godprof.spec import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread
@@ -124,15 +121,8 @@ def test_prefill_peak_within_five_percent_of_measured(dtype: torch.dtype, text: 
     model = _model(spec, dtype)
     short = ((2, 5),) if text is CONV_ONLY else ()  # 5 tokens: the hybrid's peak is then attention's, not ours
     for batch, seq in ((1, 64), (4, 200), *short):
-        cache = model.allocate_cache(batch, seq + 4)
-        ids = torch.randint(0, spec.model.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(), LiveTensorBytes() as live:
-            logits = model(ids, cache=cache, last_only=True)
-            logits[:, -1].float().argmax(-1)
-        name = "fp32" if dtype == torch.float32 else "bf16"
-        w = Workload(batch=batch, seq=seq, context=seq + 4, dtype=name, logits="last", flash_attention=True)
-        est = inference_activation_bytes(spec, w)
-        assert abs(est - live.peak_bytes) / live.peak_bytes <= 0.05, (batch, seq, est, live.peak_bytes)
+        measured, est = prefill_peaks(model, spec, batch, seq)
+        assert abs(est - measured) / measured <= 0.05, (batch, seq, est, measured)
 
 
 # ---------------------------------------------------------------------------- against transformers
