@@ -55,6 +55,8 @@ NO_PUBLISHED_FIXTURE = {
     "lfm2_moe": "no published LiquidAI LFM2-8B-A1B config.json was reachable offline (synthetic configs)",
     "rwkv": "no published RWKV-4 config.json was reachable offline (tests/test_rwkv.py: synthetic configs)",
     "falcon_h1": "no published tiiuae Falcon-H1 config.json was reachable offline (synthetic configs: test_parallel)",
+    "zamba2": "Zyphra's configs in transformers' format were not reachable offline; the one public copy found "
+    "(Zamba2-7B in Zyphra's pre-transformers keys) lacks n_mamba_heads (synthetic configs: test_zamba2)",
 }
 # transformers' class for a published remote-code model_type with the same modules
 
@@ -149,7 +151,7 @@ def _has_attention(layer: Any) -> bool:
         return False
     if type(getattr(inner, "mixer", None)).__name__.endswith("Attention"):
         return True
-    return any(getattr(inner, a, None) is not None for a in ("self_attn", "attn", "attention"))
+    return any(getattr(inner, a, None) is not None for a in ("self_attn", "attn", "attention", "shared_transformer"))
 
 
 def _text_model_type(cfg: dict[str, Any]) -> str:
@@ -183,6 +185,8 @@ PINNED = {
     "mixtral-8x22b-v0.1": (140_630_071_296, 39_161_468_928),
     "mixtral-8x7b-v0.1": (46_702_792_704, 12_879_925_248),
     "deepseek-v3": (671_026_404_352, 37_552_282_624),  # MTP layer excluded, as in the 671B
+    "deepseek-v4": (284_332_230_231, 13_799_622_231),  # V4-Flash ("284B, 13B active"), MTP layer excluded
+    "deepseek-v4-pro": (1_572_997_179_491, 49_779_058_787),  # V4-Pro ("1.6T, 49B active"), MTP excluded
     "qwen3-30b-a3b": (30_532_122_624, 3_353_032_704),
     "jamba-v0.1": (51_570_323_328, 12_110_311_296),
     "falcon-mamba-7b": (7_272_665_088, 7_272_665_088),
@@ -244,6 +248,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         qk_rope_head_dim=16, v_head_dim=16, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2,
         moe_intermediate_size=32, n_shared_experts=3, first_k_dense_replace=1,
     ),
+    # DeepSeek-V4 shrunk: legacy compress_ratios (cut to 5 layers), one hash layer, 3 streams, small indexer
+    "deepseek-v4-small": _variant(
+        "deepseek-v4", hidden_size=128, vocab_size=1000, num_attention_heads=4, head_dim=32, qk_rope_head_dim=8,
+        q_lora_rank=48, o_groups=2, o_lora_rank=24, index_n_heads=4, index_head_dim=16, index_topk=4,
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=40, num_hidden_layers=5,
+        compress_ratios=[0, 4, 128, 4, 128, 0], num_hash_layers=1, hc_mult=3, sliding_window=8,
+    ),
+    # DeepSeek-V4 with transformers' own keys: layer_types, mlp_layer_types, compress_rates, sigmoid scores
+    "deepseek-v4-layer-types": _variant(
+        "deepseek-v4-pro", hidden_size=96, vocab_size=700, num_attention_heads=4, head_dim=24,
+        qk_rope_head_dim=None, partial_rotary_factor=0.5, q_lora_rank=32, o_groups=4, o_lora_rank=16,
+        index_n_heads=2, index_head_dim=12, n_routed_experts=6, num_experts_per_tok=3, moe_intermediate_size=24,
+        num_hidden_layers=3, compress_ratios=None, num_hash_layers=None, scoring_func="sigmoid", hc_mult=2,
+        layer_types=["compressed_sparse_attention", "sliding_attention", "heavily_compressed_attention"],
+        mlp_layer_types=["moe", "hash_moe", "moe"],
+        compress_rates={"compressed_sparse_attention": 2, "heavily_compressed_attention": 16},
+    ),
     # Gemma-2 untied, with attention biases and an explicit layer_types list
     "gemma2-layer-types": _variant(
         "gemma-2-9b", **_SMALL, num_hidden_layers=4, num_key_value_heads=4, head_dim=32, attention_bias=True,
@@ -283,6 +304,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "bamba-9b", **_SMALL, num_hidden_layers=4, num_key_value_heads=4, attn_layer_indices=[0, 3],
         mamba_n_heads=8, mamba_d_head="auto", mamba_n_groups=2, mamba_d_state=16, mlp_bias=True,
     ),
+    # Zamba2: two shared blocks cycled over four hybrid layers, attention adapters, rotary, GQA, biases
+    "zamba2-shared-blocks": {
+        "model_type": "zamba2", "hidden_size": 128, "vocab_size": 500, "num_attention_heads": 8,
+        "num_key_value_heads": 8, "intermediate_size": 192, "n_mamba_heads": 8, "mamba_ngroups": 2,
+        "mamba_d_state": 16, "num_mem_blocks": 2, "adapter_rank": 8, "use_shared_attention_adapter": True,
+        "use_mem_rope": True, "add_bias_linear": True, "num_hidden_layers": 7,
+        "layers_block_type": ["mamba", "hybrid", "hybrid", "mamba", "hybrid", "mamba", "hybrid"],
+    },
 }  # fmt: skip
 
 

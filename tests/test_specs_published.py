@@ -101,6 +101,54 @@ def test_spec_equals_its_config_json_import(name: str) -> None:
     assert categories == [imported.mixers[m].category for m in imported.layer_mixers]
 
 
+# Specs written from a config.json that another project vendors (no fixture of ours: the copy is not a
+# plain published config.json): the config as the spec's note gives it, in transformers' keys, built by
+# transformers on the meta device, must equal the spec exactly.
+VENDORED: dict[str, dict] = {
+    "nemotron-h-8b": {  # TensorRT-LLM's MAMBA_HYBRID_CONFIG, read as nemotron_h
+        "model_type": "nemotron_h", "vocab_size": 131072, "hidden_size": 4096, "intermediate_size": 21504,
+        "hybrid_override_pattern": "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", "num_attention_heads": 32,
+        "num_key_value_heads": 8, "attention_head_dim": 128, "mamba_num_heads": 128, "mamba_head_dim": 64,
+        "n_groups": 8, "ssm_state_size": 128, "conv_kernel": 4, "expand": 2, "chunk_size": 256,
+        "mlp_hidden_act": "relu2", "use_bias": False, "use_conv_bias": True, "mlp_bias": False,
+        "tie_word_embeddings": False, "num_hidden_layers": 52, "max_position_embeddings": 8192,
+    },
+    "zamba2-7b": {  # NX-AI/mlstm_kernels' copy of Zyphra's config, keys renamed as the spec's note says
+        "model_type": "zamba2", "vocab_size": 32000, "hidden_size": 3584, "num_hidden_layers": 81,
+        "layers_block_type": ["hybrid" if i in (6, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71, 77) else "mamba"
+                              for i in range(81)],
+        "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 14336, "num_mem_blocks": 2,
+        "adapter_rank": 128, "use_shared_attention_adapter": False, "use_mem_rope": True, "rope_theta": 10000,
+        "max_position_embeddings": 4096, "mamba_d_state": 64, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_ngroups": 2,
+        "n_mamba_heads": 112,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(VENDORED))
+def test_spec_from_a_vendored_config_equals_transformers(name: str) -> None:
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+
+    from godprof.hf import spec_from_hf_config
+
+    logging.set_verbosity_error()
+    spec = load_spec(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_cfg = AutoConfig.for_model(**VENDORED[name])
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_cfg)
+    ours, imported = count_params(spec), count_params(spec_from_hf_config(VENDORED[name], name))
+    assert ours.total == imported.total == sum(p.numel() for p in model.parameters())
+    assert ours.matmul_per_token == imported.matmul_per_token and spec.layer_mixers == spec_from_hf_config(
+        VENDORED[name], name).layer_mixers
+
+
 def test_exact_figures_by_hand() -> None:
     """Counts derived by hand from the papers' tables.
 
@@ -140,22 +188,24 @@ def test_specs_yaml_keys_are_known() -> None:
 def test_specs_command_json_lists_every_spec_with_integer_counts() -> None:
     r = runner.invoke(app, ["specs", "--format", "json"])
     assert r.exit_code == 0, r.output
-    records = json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "godprof.specs/1"
+    records = doc["specs"]
     assert [x["name"] for x in records] == NAMES
     by_name = {x["name"]: x for x in records}
-    assert by_name["mixtral-8x7b"]["params_total"] == 46_702_792_704
-    assert by_name["mixtral-8x7b"]["params_active"] == 12_879_925_248
-    assert by_name["deepseek-v3"]["published_active"] == 37_000_000_000
+    assert by_name["mixtral-8x7b"]["params"] == {"total": 46_702_792_704, "active": 12_879_925_248}
+    assert by_name["deepseek-v3"]["published"]["active"] == 37_000_000_000
     for x in records:
-        assert isinstance(x["params_total"], int) and isinstance(x["params_active"], int)
-        assert x["params_active"] <= x["params_total"]
-        assert (x["params_active"] < x["params_total"]) == load_spec(x["name"]).has_moe  # routed experts only
+        p = x["params"]
+        assert isinstance(p["total"], int) and isinstance(p["active"], int)
+        assert p["active"] <= p["total"]
+        assert (p["active"] < p["total"]) == load_spec(x["name"]).has_moe  # routed experts only
 
 
 def test_specs_command_family_filter_and_table() -> None:
     r = runner.invoke(app, ["specs", "--family", "ssm", "--format", "json"])
     assert r.exit_code == 0
-    assert {x["name"] for x in json.loads(r.stdout)} == {
+    assert {x["name"] for x in json.loads(r.stdout)["specs"]} == {
         "mamba-2.8b", "mamba2-2.7b", "falcon-mamba-7b", "mamba-codestral-7b"
     }  # fmt: skip
     r = runner.invoke(app, ["specs", "--family", "sparse"])

@@ -33,6 +33,18 @@ def attention_flops(spec: Spec, batch: int, seq: int, convention: str) -> int:
     return sum(k * m.attention_flops(batch, seq, convention) for m, k in _mixer_counts(spec))
 
 
+def residual_mix_flops_per_token(spec: Spec) -> int:
+    """Hyper-connections (``model.hc_mult`` = n > 1, DeepSeek-V4): per residual branch the n x n comb
+    matrix mixes the n streams of h features (transformers' ``torch.matmul(comb^T, streams)``: 2 n^2 h
+    FLOPs per token). Their weight products (``fn``, ``hc_fn``) are in ``matmul_per_token``; the
+    elementwise collapse (pre), expand (post), Sinkhorn iterations and norms are left out."""
+    n = spec.model.hc_mult
+    if n <= 1:
+        return 0
+    branches = sum((0 if lay.mixer.passthrough else 1) + (1 if lay.ffn is not None else 0) for lay in spec.layers())
+    return 2 * n * n * spec.model.hidden_size * branches
+
+
 def forward_flops(spec: Spec, counts: ParamCounts, w: Workload) -> int:
     """Matmul FLOPs of one forward over ``w.batch`` x ``w.seq`` tokens (see the module docstring).
 
@@ -42,7 +54,8 @@ def forward_flops(spec: Spec, counts: ParamCounts, w: Workload) -> int:
     linear = 2 * counts.matmul_per_token * tokens
     if w.logits == "last":
         linear -= 2 * spec.model.vocab_size * spec.model.hidden_size * (tokens - w.batch)
-    return linear + attention_flops(spec, w.batch, w.seq, w.attention_flops)
+    mix = residual_mix_flops_per_token(spec) * tokens
+    return linear + attention_flops(spec, w.batch, w.seq, w.attention_flops) + mix
 
 
 def decode_flops_per_token(spec: Spec, counts: ParamCounts, context: int) -> int:
@@ -50,7 +63,8 @@ def decode_flops_per_token(spec: Spec, counts: ParamCounts, context: int) -> int
     where a kind caps them (sliding windows): 2 x matmul weights + each mixer's decode attention
     (``MixerKind.decode_attention_flops``: a latent attention attends in its latent space, its absorbed
     up-projections counted with the Linear weights)."""
-    return 2 * counts.matmul_per_token + sum(k * m.decode_attention_flops(context) for m, k in _mixer_counts(spec))
+    attn = sum(k * m.decode_attention_flops(context) for m, k in _mixer_counts(spec))
+    return 2 * counts.matmul_per_token + attn + residual_mix_flops_per_token(spec)
 
 
 def train_flops_per_token(spec: Spec, counts: ParamCounts, w: Workload) -> int:

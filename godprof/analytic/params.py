@@ -6,11 +6,11 @@ this module adds the block norms, embeddings, head and multi-token-prediction mo
 build in ``godprof.build`` creates exactly these tensors; tests assert equality with the built model.
 
 Components: embedding, position_embedding, lm_head, attention, mlp, routed_experts, shared_experts,
-router, ssm, norms. "Active per token" counts everything a token touches, the embedding and lm_head
-included (the convention behind Mixtral's published 12.9B active), with only ``top_k`` of the
-routed experts. ``matmul`` counts the weights used as a matrix product per token (every Linear,
-lm_head even when tied, routers; not embeddings, norms, biases, convolutions or SSM vectors): the
-FLOP model multiplies it by 2.
+router, ssm, hyper_connections (DeepSeek-V4's residual streams), norms. "Active per token" counts
+everything a token touches, the embedding and lm_head included (the convention behind Mixtral's
+published 12.9B active), with only ``top_k`` of the routed experts. ``matmul`` counts the weights
+used as a matrix product per token (every Linear, lm_head even when tied, routers; not embeddings,
+norms, biases, convolutions or SSM vectors): the FLOP model multiplies it by 2.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ COMPONENTS = (
     "shared_experts",
     "router",
     "ssm",
+    "hyper_connections",
     "norms",
     "mtp",
 )
@@ -63,10 +64,44 @@ def norms_per_layer(spec: Spec, layer: Layer) -> int:
     has_ffn = layer.ffn is not None
     has_mixer = not layer.mixer.passthrough
     shared = m.parallel_residual and m.parallel_shared_norm and has_mixer  # shared with the mixer's norm
-    n = (1 if has_mixer else 0) + (1 if has_ffn and not shared else 0)
+    own = getattr(layer.mixer, "owns_norm", False)  # a mixer that normalises its own input counts that norm
+    n = (1 if has_mixer and not own else 0) + (1 if has_ffn and not shared else 0)
     if m.sandwich_norm:
         n += (1 if has_mixer else 0) + (1 if has_ffn else 0)
     return n
+
+
+def hyper_connection_params(spec: Spec, sub_blocks: int) -> Part:
+    """Manifold-constrained hyper-connections (DeepSeek-V4, ``model.hc_mult`` = n > 1 residual streams;
+    transformers' ``DeepseekV4HyperConnection``): per sub-block (mixer, FFN) ``fn`` [(2 + n) n, n h] mapping
+    the flattened, RMS-normed streams to the pre (n), post (n) and comb (n x n) weights, ``base``
+    [(2 + n) n] and ``scale`` [3]. ``fn``'s product is counted as a per-token matmul (it is not a Linear
+    a weight format quantises: the checkpoint keeps these in fp32). Nothing for n = 1."""
+    p = Part()
+    n, h = spec.model.hc_mult, spec.model.hidden_size
+    if n > 1 and sub_blocks:
+        out = (2 + n) * n
+        p.add("hyper_connections", sub_blocks * (out * n * h + out + 3))
+        p.matmul += sub_blocks * out * n * h
+    return p
+
+
+def layer_sub_blocks(layer: Layer) -> int:
+    """Residual branches of a layer: its mixer (unless a passthrough) and its FFN (if any)."""
+    return (0 if layer.mixer.passthrough else 1) + (1 if layer.ffn is not None else 0)
+
+
+def shared_parts(spec: Spec) -> dict[object, Part]:
+    """Weights several layers share, counted once: a mixer kind with ``shared_key()`` / ``shared_params``
+    (Zamba2's shared blocks) stores those weights under its key, however many layers use it; its
+    ``params`` holds what each use adds."""
+    out: dict[object, Part] = {}
+    for name in dict.fromkeys(spec.layer_mixers):
+        mixer = spec.mixers[name]
+        key = getattr(mixer, "shared_key", None)
+        if key is not None and key() not in out:
+            out[key()] = mixer.shared_params(spec.model.hidden_size)
+    return out
 
 
 def layer_part(spec: Spec, layer: Layer) -> Part:
@@ -75,6 +110,7 @@ def layer_part(spec: Spec, layer: Layer) -> Part:
     if layer.ffn is not None:
         p.merge(ffn_part(layer.ffn, h))
     p.add("norms", norms_per_layer(spec, layer) * norm_params(spec, h))
+    p.merge(hyper_connection_params(spec, layer_sub_blocks(layer)))
     return p
 
 
@@ -88,6 +124,10 @@ def model_part(spec: Spec) -> Part:
         p.add("position_embedding", m.max_position_embeddings * m.hidden_size)
     if m.final_norm:
         p.add("norms", norm_params(spec, m.hidden_size))
+    if m.hc_mult > 1:  # DeepSeek-V4's hc_head: collapses the n streams before the final norm
+        n = m.hc_mult
+        p.add("hyper_connections", n * n * m.hidden_size + n + 1)  # hc_fn [n, n h], hc_base [n], hc_scale [1]
+        p.matmul += n * n * m.hidden_size
     p.add("lm_head", 0 if m.tie_embeddings else m.vocab_size * m.hidden_size)
     if m.lm_head_bias:
         p.add("lm_head", m.vocab_size)
@@ -187,6 +227,8 @@ def count_params(spec: Spec, include_mtp: bool = False) -> ParamCounts:
             kinds[key] = (layer, layer_part(spec, layer), 0)
         lay, part, n = kinds[key]
         kinds[key] = (lay, part, n + 1)
+        total.merge(part)
+    for part in shared_parts(spec).values():
         total.merge(part)
     layers_inactive = total.inactive
     linears = Counter(total.linear_by_component)

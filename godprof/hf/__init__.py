@@ -21,7 +21,6 @@ Left out: rope scaling (no parameters).
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from godprof.errors import Problem, SpecError
 from godprof.hf import (
     deepseek,
+    deepseek_v4,
     dense,
     falcon_h1,
     glm,
@@ -46,16 +46,17 @@ from godprof.hf import (
     qwen3_next,
     rwkv,
     ssm,
+    zamba2,
 )  # fmt: skip
 from godprof.hf.common import layout as _layout
-from godprof.hf.config import Config
+from godprof.hf.config import Config, read_json_document
 from godprof.spec import Spec, parse_spec
 
 # One adapter module per model_type family; each maps its model_types to a converter. Adding a family:
 # write its module (see godprof/hf/llama.py) and add it here.
 FAMILY_MODULES = (
-    llama, moe, deepseek, gpt, ssm, dense, gpt_oss, llama4, glm, moe_more,  # attention and MoE decoders
-    hybrid, qwen3_next, kimi_linear, lfm2, minimax, rwkv, falcon_h1,  # hybrids with SSM or linear-time mixers
+    llama, moe, deepseek, deepseek_v4, gpt, ssm, dense, gpt_oss, llama4, glm, moe_more,  # attention and MoE decoders
+    hybrid, qwen3_next, kimi_linear, lfm2, minimax, rwkv, falcon_h1, zamba2,  # hybrids with SSM or linear-time mixers
 )  # fmt: skip
 CONVERTERS: dict[str, Callable[[Config], dict[str, Any]]] = {
     t: f for mod in FAMILY_MODULES for t, f in mod.MODEL_TYPES.items()
@@ -70,13 +71,19 @@ __all__ = [
 # --------------------------------------------------------------------------- public API
 
 
+def _model_type(cfg: dict[str, Any]) -> str | None:
+    """The config's ``model_type`` when it is a string (anything else is reported as unsupported)."""
+    t = cfg.get("model_type")
+    return t if isinstance(t, str) else None
+
+
 def _text_model(cfg: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """A wrapper's text model: (its config, the wrapper's model_type), or (cfg, None) for a text model.
     A wrapper is a config whose own model_type is not supported and whose ``text_config`` is."""
     text = cfg.get("text_config")
-    if cfg.get("model_type") in CONVERTERS or not isinstance(text, dict):
+    if _model_type(cfg) in CONVERTERS or not isinstance(text, dict):
         return cfg, None
-    if text.get("model_type") not in CONVERTERS:
+    if _model_type(text) not in CONVERTERS:
         return cfg, None
     inner = dict(text)
     for key in ("tie_word_embeddings",):  # wrappers may state it at the top level only
@@ -96,11 +103,17 @@ def spec_document_from_hf_config(cfg: Any, source: str, name: str | None = None)
     if "model_type" not in cfg:
         c.bad("model_type", f"missing; a Hugging Face config.json names its model_type (supported: {supported})")
     model_type = cfg["model_type"]
-    if model_type not in CONVERTERS:
+    if not isinstance(model_type, str) or model_type not in CONVERTERS:
         near = difflib.get_close_matches(str(model_type), SUPPORTED_MODEL_TYPES, n=1, cutoff=0.0)
         hint = f"; the nearest supported is {near[0]!r}" if near else ""
         c.bad("model_type", f"unsupported model_type {model_type!r}{hint} (supported: {supported})")
-    body = CONVERTERS[model_type](c)
+    try:
+        body = CONVERTERS[model_type](c)
+    except (TypeError, AttributeError) as e:
+        # a converter met a JSON value of a type it does not check (a list where it compares numbers...): the
+        # file is at fault, and gets one line rather than a traceback (the converter should name the key)
+        raise SpecError(source, [Problem("", f"a {model_type} key holds a value of an unexpected type "
+                                             f"({type(e).__name__}: {str(e)[:100]})")]) from None  # fmt: skip
     doc: dict[str, Any] = {"name": name or _default_name(outer, source), "family": body.pop("family")}
     doc["source"] = source
     what = f"model_type {model_type}"
@@ -110,7 +123,11 @@ def spec_document_from_hf_config(cfg: Any, source: str, name: str | None = None)
     doc.update(body)
     qc = outer.get("quantization_config", cfg.get("quantization_config"))
     if qc is not None:
-        weights, note = weights_from_quantization_config(qc, cfg, _present_components(doc, source))
+        try:
+            weights, note = weights_from_quantization_config(qc, cfg, _present_components(doc, source))
+        except (TypeError, ValueError, AttributeError, OverflowError) as e:  # a value of a type it does not check
+            why = f"holds a value of an unexpected type ({type(e).__name__}: {str(e)[:100]})"
+            raise SpecError(source, [Problem("quantization_config", why)]) from None
         if weights is not None:
             doc["weights"] = weights
         if note:
@@ -124,16 +141,11 @@ def spec_from_hf_config(cfg: dict[str, Any], source: str) -> Spec:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a config.json; bad JSON raises a SpecError with the file and line."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SpecError(str(p), [Problem("", f"invalid JSON: {e.msg}", e.lineno)]) from None
-    except UnicodeDecodeError:
-        raise SpecError(str(p), [Problem("", "not a UTF-8 text file")]) from None
+    """Parse a config.json; a bad file raises a SpecError with the file and line (``read_json_document``:
+    unreadable, binary, not UTF-8, over the size or nesting bounds, a duplicate key, invalid JSON)."""
+    data, _ = read_json_document(path)
     if not isinstance(data, dict):
-        raise SpecError(str(p), [Problem("", f"expected a JSON object at the top level, got {type(data).__name__}")])
+        raise SpecError(str(path), [Problem("", f"expected a JSON object at the top level, got {type(data).__name__}")])
     return data
 
 
@@ -311,8 +323,9 @@ def weights_from_quantization_config(
         fmt, components = "mxfp4", ("routed_experts",)
     elif method == "fp8":
         block = qc.get("weight_block_size")
-        fmt = "fp8" if block is None else "fp8_block" if list(block) == [128, 128] else None
-        what = "fp8" if block is None else f"fp8, {'x'.join(map(str, block))} blocks"
+        fmt = "fp8" if block is None else "fp8_block" if block == [128, 128] else None
+        shape = "x".join(map(str, block)) if isinstance(block, list) else repr(block)
+        what = "fp8" if block is None else f"fp8, {shape} blocks"
     elif method in ("modelopt", "modelopt_fp4"):
         algo = str(qc.get("quant_algo", "")).upper()
         what = f"modelopt {algo}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from godprof.kinds.attention import Attention
 from godprof.kinds.base import FfnKind, MixerKind, Part
+from godprof.kinds.compressed_attention import CompressedAttention
 from godprof.kinds.dsa import DSA
 from godprof.kinds.gated_deltanet import GatedDeltaNet
 from godprof.kinds.kda import KDA
@@ -22,6 +23,7 @@ from godprof.kinds.moe import MoE
 from godprof.kinds.none_mixer import NoMixer
 from godprof.kinds.parallel import Parallel
 from godprof.kinds.rwkv import RwkvChannelMix, RwkvTimeMix
+from godprof.kinds.shared_block import SharedBlock
 from godprof.kinds.short_conv import ShortConv
 
 MIXER_KINDS: dict[str, type[MixerKind]] = {
@@ -39,6 +41,8 @@ MIXER_KINDS: dict[str, type[MixerKind]] = {
         Lightning,
         RwkvTimeMix,
         Parallel,
+        CompressedAttention,
+        SharedBlock,
     )  # fmt: skip
 }
 FFN_KINDS: dict[str, type[FfnKind]] = {k.type: k for k in (MLP, MoE, RwkvChannelMix)}

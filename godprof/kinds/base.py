@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from godprof.checker import Checker, KeyPath
+from godprof.checker import MAX_SIZE, Checker, KeyPath
 
 if TYPE_CHECKING:
     from godprof.analytic.workload import Workload
@@ -91,8 +91,9 @@ def inner_size(c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> int:
         return c.int_(d, "d_inner", p)
     expand = c.float_(d, "expand", p, 2.0)
     inner = expand * hidden
-    if not float(inner).is_integer():
-        c.err((*p, "expand"), f"expand x hidden_size = {inner} is not an integer")
+    if not float(inner).is_integer() or inner > MAX_SIZE:
+        c.err((*p, "expand"), f"expand x hidden_size = {inner:g} is not an integer up to {MAX_SIZE:,}")
+        return max(hidden, 1)
     return int(inner)
 
 
@@ -125,6 +126,8 @@ class MixerKind:
     type: ClassVar[str]  # the spec's ``type:`` name
     category: ClassVar[str]  # "attention", "ssm" or "linear": what the spec's family is checked against
     label: ClassVar[str]  # short name in layer-kind labels ("attn", "mla", "mamba2")
+    # which kernel family times it (godprof/data/efficiency.yaml attention.<class>): flash, mla, sparse, scan
+    efficiency_class: ClassVar[str] = "flash"
     build: ClassVar[str]  # "module:Class" of the torch module (godprof.build)
     keys: ClassVar[frozenset[str]]  # the keys its spec entry may hold
     required: ClassVar[frozenset[str]] = frozenset({"type"})
@@ -157,6 +160,11 @@ class MixerKind:
         """Tokens this layer keeps at ``context`` (a window or a chunk caps it)."""
         return context
 
+    def kv_elements(self, context: int) -> int:
+        """Cached values at ``context``: per-token values x cached tokens, unless the kind caches entries
+        of other sizes (DeepSeek-V4's compressed entries)."""
+        return self.kv_elements_per_token() * self.cached_tokens(context)
+
     def state_elements(self) -> int:
         """Recurrent state per sequence, constant in context (conv windows, SSM state)."""
         return 0
@@ -177,6 +185,12 @@ class MixerKind:
     def tp_risks(self, tp: int) -> list[str]:
         """Caveats a serving plan should state for this mixer at ``tp``."""
         return []
+
+    def tp_rank(self, tp: int) -> MixerKind:
+        """The mixer one of ``tp`` tensor-parallel ranks builds (``godprof measure --tp``): heads or
+        channels split, its output a partial sum the ranks all-reduce. Raises ValueError with the reason
+        when the build cannot split it."""
+        raise ValueError(f"'{self.type}' mixers cannot be built tensor-parallel yet")
 
     # -- FLOPs
     def attention_flops(self, batch: int, seq: int, convention: str) -> int:
@@ -248,6 +262,10 @@ class FfnKind:
 
     def tp_problem(self, tp: int) -> str | None:
         return None
+
+    def tp_rank(self, tp: int) -> FfnKind:
+        """The FFN one of ``tp`` tensor-parallel ranks builds (see ``MixerKind.tp_rank``)."""
+        raise ValueError(f"'{self.type}' FFNs cannot be built tensor-parallel yet")
 
     def prefill_peak_bytes(self, hidden: int, batch: int, seq: int, a: int) -> int:
         """Bytes the FFN holds at its peak during a prefill, its normed input included."""

@@ -17,6 +17,7 @@ Routing (``routing``; none of it has parameters except ERNIE's score bias, see `
 - ``sigmoid``: sigmoid scores, top-k, weights = the chosen scores, renormalised when
   ``norm_topk_prob`` (DeepSeek-V3 and GLM-4.5's ``TopkRouter``; Llama 4's ``Llama4Router``, which takes
   the top-k logits then their sigmoid, is the same with ``norm_topk_prob: false``).
+- ``sqrtsoftplus``: sqrt(softplus(logit)) scores, then as ``sigmoid`` (DeepSeek-V4's ``scoring_func``).
 - ``sparsemixer``: PhiMoE's top-2 SparseMixer (``models/phimoe``, ``sparsemixer`` at inference): the
   best expert and its softmax weight among the experts whose logit is within ``2 x jitter_eps``
   (relative) of it, then the same for the second best with the first masked out.
@@ -29,18 +30,25 @@ choice to the ``topk_group`` groups (of E / n_group experts) with the best sum o
 (DeepSeek-V3's group-limited routing). For every routing ``routed_scaling_factor`` multiplies the weights
 (DeepSeek-V3 2.5, GLM-4.5 2.5), and ``weight_on_input`` multiplies each expert's *input* by its weight
 instead of its output (Llama 4's ``Llama4TextMoe``; vLLM calls it ``apply_router_weight_on_input``).
+
+``hash_routing`` (DeepSeek-V4's ``hash_moe`` layers, transformers ``DeepseekV4HashRouter``): the experts
+are not chosen from the scores but looked up by token id in a frozen table ``tid2eid`` [vocab, top_k]
+(int64, a persistent *buffer*, not a parameter: vocab x top_k x 8 bytes in the checkpoint, not in the
+parameter counts); the router's scores still weight them. ``swiglu_limit`` clamps the gated experts'
+(and shared experts') pre-activations as DeepSeek-V4 does: gate to at most the limit, up to +-limit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from godprof.checker import Checker, KeyPath
 from godprof.kinds.base import FP32_BYTES, FfnKind, Part, mlp_into
 from godprof.kinds.mlp import activation, mlp_peak_elements, mlp_train_elements
 
-ROUTINGS = ("softmax", "topk_softmax", "sigmoid", "sparsemixer")
+ROUTINGS = ("softmax", "topk_softmax", "sigmoid", "sqrtsoftplus", "sparsemixer")
+SCORED = ("softmax", "sigmoid", "sqrtsoftplus")  # routings with a score per expert to bias, group or hash
 SCORE_BIASES = ("none", "buffer", "parameter")
 
 
@@ -66,6 +74,8 @@ class MoE(FfnKind):
     topk_group: int = 1  # ...of which a token's experts come from the best topk_group
     weight_on_input: bool = False  # the routing weight scales the expert's input (Llama 4)
     jitter_eps: float = 0.01  # sparsemixer's threshold (PhiMoE's router_jitter_noise)
+    hash_routing: bool = False  # experts looked up by token id in a frozen buffer (DeepSeek-V4 hash_moe)
+    swiglu_limit: float | None = None  # clamp of gated experts' pre-activations (DeepSeek-V4: 10)
 
     type: ClassVar[str] = "moe"
     label: ClassVar[str] = "moe"
@@ -75,7 +85,7 @@ class MoE(FfnKind):
         "type", "num_experts", "top_k", "expert_intermediate_size", "gated", "activation", "expert_bias",
         "router_bias", "num_shared_experts", "shared_intermediate_size", "shared_expert_gate", "routing",
         "norm_topk_prob", "routed_scaling_factor", "score_bias", "n_group", "topk_group", "weight_on_input",
-        "jitter_eps",
+        "jitter_eps", "hash_routing", "swiglu_limit",
     })  # fmt: skip
     required: ClassVar[frozenset[str]] = frozenset({"type", "num_experts", "top_k", "expert_intermediate_size"})
 
@@ -92,14 +102,24 @@ class MoE(FfnKind):
             c.err((*p, "shared_expert_gate"), "a shared-expert gate needs num_shared_experts >= 1")
         gated = c.bool_(d, "gated", p, True)
         routing = c.choice(d, "routing", p, ROUTINGS, "softmax")
-        scored = routing in ("softmax", "sigmoid")  # routings with a score per expert to bias and group
-        for key in ("norm_topk_prob", "score_bias", "n_group", "topk_group"):
+        scored = routing in SCORED
+        for key in ("norm_topk_prob", "score_bias", "n_group", "topk_group", "hash_routing"):
             if key in d and not scored:
-                c.err((*p, key), f"applies to routing softmax or sigmoid, not {routing}")
+                c.err((*p, key), f"applies to routing softmax or sigmoid (or sqrtsoftplus), not {routing}")
         if "jitter_eps" in d and routing != "sparsemixer":
             c.err((*p, "jitter_eps"), f"applies to routing sparsemixer, not {routing}")
         if routing == "sparsemixer" and k != 2:
             c.err((*p, "top_k"), f"sparsemixer routing picks exactly 2 experts, got top_k {k}")
+        hashed = c.bool_(d, "hash_routing", p, False)
+        if hashed:
+            for key in ("score_bias", "n_group", "topk_group"):
+                if key in d:
+                    c.err((*p, key), "does not apply with hash_routing: a token's experts come from its id")
+        limit = None
+        if d.get("swiglu_limit") is not None:
+            limit = c.float_(d, "swiglu_limit", p, 10.0)
+            if not gated or d.get("activation") == "swiglu_oai":
+                c.err((*p, "swiglu_limit"), "applies to gated experts with a plain SwiGLU/GeGLU activation")
         groups = c.int_(d, "n_group", p, 1)
         topk_group = c.int_(d, "topk_group", p, 1)
         if n % groups:
@@ -129,6 +149,8 @@ class MoE(FfnKind):
             topk_group=topk_group,
             weight_on_input=c.bool_(d, "weight_on_input", p, False),
             jitter_eps=c.float_(d, "jitter_eps", p, 0.01),
+            hash_routing=hashed,
+            swiglu_limit=limit,
         )
 
     def _one_expert(self, hidden: int) -> Part:
@@ -167,6 +189,19 @@ class MoE(FfnKind):
         if self.num_experts % tp:
             return f"{self.num_experts} experts do not split {tp} ways"
         return None
+
+    def tp_rank(self, tp: int) -> MoE:
+        """Tensor parallel inside the experts (``godprof measure --tp``): every rank holds all experts with
+        expert_intermediate_size / tp (and the shared experts' width / tp); the router is replicated, so
+        every rank routes alike, and the layer's output is a partial sum. Hash routing looks experts up
+        by token id, which the vocab-parallel split does not give each rank: not split."""
+        sizes = [self.expert_intermediate_size] + ([self.shared_intermediate_size] if self.num_shared_experts else [])
+        if self.hash_routing:
+            raise ValueError("hash-routed experts read the full vocabulary")
+        if any(n % tp for n in sizes):
+            raise ValueError(f"expert width {' / '.join(map(str, sizes))} does not split {tp} ways")
+        return replace(self, expert_intermediate_size=self.expert_intermediate_size // tp,
+                       shared_intermediate_size=self.shared_intermediate_size // tp)  # fmt: skip
 
     def prefill_peak_bytes(self, hidden: int, batch: int, seq: int, a: int) -> int:
         """Normed input, fp32 router scores [T, E] (softmax or sigmoid scores, or the fp32 logits for
