@@ -107,7 +107,7 @@ class FakeGpu:
 
 def test_counter_window_exact_power_with_coarse_ticks():
     gpu = FakeGpu(power_w=250.0, tick_ms=100, unit_ms=10)
-    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0, min_ticks=3)
+    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0, min_ticks=3, chunk_s=0.002)
     assert r.supported and r.method == COUNTER
     # The first change is seen at t = 100 ms (units end on 10 ms boundaries, so exactly at the tick);
     # the loop stops at the first tick with >= 1 s since then: t = 1100 ms, 10 ticks later.
@@ -124,10 +124,20 @@ def test_counter_window_misaligned_ticks_bounded_error():
     # Ticks every 37 ms, units of 7 ms: the observed tick times lag the real ones by < 7 ms, so the
     # power error is at most one unit over the window (7 ms / >= 1 s < 0.7%).
     gpu = FakeGpu(power_w=180.0, tick_ms=37, unit_ms=7)
-    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0)
+    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0, chunk_s=0.002)
     assert r.supported
     assert r.window_s >= 1.0
     assert r.power_w == pytest.approx(180.0, rel=0.007)
+
+
+def test_counter_window_default_chunks_read_every_50ms():
+    # The default chunk (50 ms) keeps sync + NVML reads to about 20 a second, so a GPU-bound workload
+    # is barely interrupted, and the power error stays within one chunk over the window.
+    gpu = FakeGpu(power_w=400.0, tick_ms=20, unit_ms=2)
+    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=3.0)
+    assert r.supported and r.window_s >= 3.0
+    assert gpu.reads <= r.elapsed_s / 0.05 + 8  # + the doubling chunks 1, 2, 4, ... units at the start
+    assert r.power_w == pytest.approx(400.0, rel=0.05 / 3.0)
 
 
 def test_counter_window_chunks_grow_for_short_units():
@@ -140,17 +150,26 @@ def test_counter_window_chunks_grow_for_short_units():
     assert r.power_w == pytest.approx(100.0, rel=0.01)
 
 
-def test_counter_window_never_ticks_gives_up_at_max_s():
-    class Frozen(FakeGpu):
-        def read_mj(self) -> int:
-            return 42
+class Frozen(FakeGpu):
+    def read_mj(self) -> int:
+        return 42
 
+
+def test_counter_window_never_ticks_gives_up_at_max_s():
     gpu = Frozen(power_w=300.0, tick_ms=100, unit_ms=10)
-    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0, max_s=2.0)
+    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=1.0, max_s=2.0, no_tick_s=5.0)
     assert not r.supported
     assert r.joules_for(1.0) is None
     assert "changed 0 time(s)" in (r.reason or "")
     assert 2.0 <= r.elapsed_s < 2.1
+
+
+def test_counter_window_gives_up_after_2s_without_a_tick():
+    # a sandboxed driver whose counter never moves costs 2 s, not max_s (30 s)
+    gpu = Frozen(power_w=300.0, tick_ms=100, unit_ms=10)
+    r = counter_window(gpu.unit, gpu, sync=gpu.sync, clock=gpu.clock, min_s=3.0)
+    assert not r.supported and "did not change for" in (r.reason or "")
+    assert 2.0 <= r.elapsed_s < 2.2
 
 
 def test_counter_window_backwards_counter_is_rejected():

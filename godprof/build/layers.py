@@ -70,10 +70,19 @@ class RotaryTables:
         self.reserved = max(self.reserved, n)
 
     def get(
-        self, rotary_dim: int, theta: float, pos: int, S: int, device: torch.device, dtype: torch.dtype
+        self, rotary_dim: int, theta: float, pos: int | torch.Tensor, S: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:  # cos, sin [S, rotary_dim] for positions pos..pos+S-1
+        """Rows pos..pos+S-1 of the table. ``pos`` may be a 0-d device tensor (a static decode step): the
+        rows are then gathered by index from a table of ``reserved`` positions, made on first use, so the
+        step neither syncs nor changes shape."""
         key = (rotary_dim, theta, dtype, device)
         t = self.tables.get(key)
+        if isinstance(pos, torch.Tensor):
+            if t is None or t[0].shape[0] < self.reserved:
+                t = rope_cos_sin(torch.arange(self.reserved, device=device), rotary_dim, theta, dtype)
+                self.tables[key] = t
+            idx = pos.reshape(1) + torch.arange(S, device=pos.device)  # [S]
+            return t[0].index_select(0, idx), t[1].index_select(0, idx)
         if t is None or t[0].shape[0] < pos + S:
             n = max(pos + S, self.reserved, 2 * (t[0].shape[0] if t is not None else 0))
             t = rope_cos_sin(torch.arange(n, device=device), rotary_dim, theta, dtype)

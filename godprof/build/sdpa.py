@@ -13,6 +13,33 @@ import torch
 import torch.nn.functional as F
 
 
+def sdpa_plan(
+    device_type: str, dtype: torch.dtype, q_heads: int, kv_heads: int, head_dim: int, masked: bool, is_causal: bool
+) -> str:
+    """How ``sdpa`` hands grouped heads to PyTorch's kernel, so that no call falls back to the math kernel
+    (which upcasts to fp32 and materialises the scores) where a fused one can run:
+
+    - ``direct``: as many KV heads as query heads;
+    - ``gqa``: ``enable_gqa=True`` (the flash kernels take grouped heads; CPU's flash too);
+    - ``fold`` (CUDA, one shared KV head, no mask: MLA's absorbed decode, with head dims 576/512 that
+      flash refuses): the heads become query rows of a single-head call, which the memory-efficient
+      kernel takes; exact, since every query sees every key;
+    - ``expand``: K and V repeated per query head, for a mask (the memory-efficient kernel takes masks
+      but not GQA), and on CUDA for fp32 or head dims over 256 (flash has neither; the
+      memory-efficient kernel has both but only for equal head counts). The repeated K/V are transient
+      copies of 2 x B x H x T x D elements that ``godprof.analytic.memory`` does not count.
+    """
+    if q_heads == kv_heads:
+        return "direct"
+    if device_type == "cuda":
+        if kv_heads == 1 and not masked and not is_causal:
+            return "fold"
+        if masked or dtype == torch.float32 or head_dim > 256:
+            return "expand"
+        return "gqa"
+    return "expand" if masked else "gqa"
+
+
 def sdpa(
     q: torch.Tensor,  # [B, H, S, Dqk]
     k: torch.Tensor,  # [B, K, T, Dqk]
@@ -20,17 +47,62 @@ def sdpa(
     mask: torch.Tensor | None = None,  # [S, T] bool, True = attend
     is_causal: bool = False,
     scale: float | None = None,
+    plan: str | None = None,
 ) -> torch.Tensor:  # [B, H, S, Dv]
-    """SDPA with grouped KV heads. Unmasked calls pass ``enable_gqa`` (flash kernels take it); masked
-    calls repeat the kv heads so the memory-efficient kernel (which does not take GQA) can run."""
-    groups = int(q.shape[1]) // int(k.shape[1])  # ints also under torch.jit.trace (fvcore)
-    if groups > 1 and mask is not None:
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-        groups = 1
+    """SDPA with grouped KV heads, handed to the kernel as ``sdpa_plan`` says (``plan`` overrides it)."""
+    B, H, S, D = (int(x) for x in q.shape)  # ints also under torch.jit.trace (fvcore)
+    K = int(k.shape[1])
+    plan = plan or sdpa_plan(q.device.type, q.dtype, H, K, D, mask is not None, is_causal)
+    if plan == "fold":
+        out = F.scaled_dot_product_attention(q.reshape(B, 1, H * S, D), k, v, scale=scale)  # [B, 1, H*S, Dv]
+        return out.view(B, H, S, v.shape[-1])
+    if plan == "expand" and H != K:
+        k = k.repeat_interleave(H // K, dim=1)
+        v = v.repeat_interleave(H // K, dim=1)
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=groups > 1
+        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=plan == "gqa"
     )
+
+
+def static_decode_attention(
+    q: torch.Tensor,  # [B, H, 1, D]
+    k: torch.Tensor,  # [B, K, 1, D]: the new token's key
+    v: torch.Tensor,  # [B, K, 1, Dv]
+    k_cache: torch.Tensor,  # [B, K, T, D]
+    v_cache: torch.Tensor,  # [B, K, T, Dv]
+    pos: torch.Tensor,  # 0-d int64 on the device: the new token's position
+    scale: float | None = None,
+) -> torch.Tensor:  # [B, H, 1, Dv]
+    """One decode step over a static cache, with shapes that never change (gpt-fast's recipe): the new
+    key and value are written at slot ``pos`` by index, and the query attends the whole cache with a
+    mask that hides slots after ``pos``. The H / K query heads that share a KV head are laid out as that
+    head's query rows ([B, K, H/K, D]), so the call is plain multi-head attention with a mask, which
+    the memory-efficient kernel runs: no repeated K/V, no host sync, no math fallback.
+
+    Costs T = max_len keys per step, not pos + 1: the masked slots are read and multiplied too, as in
+    every static-cache decoder; at max_len = seq + new_tokens that is new_tokens / 2 keys more than the
+    median step of the dynamic path.
+    """
+    k_cache.index_copy_(2, pos.reshape(1), k.to(k_cache.dtype))
+    v_cache.index_copy_(2, pos.reshape(1), v.to(v_cache.dtype))
+    return masked_decode(q, k_cache.to(q.dtype), v_cache.to(q.dtype), pos, scale)
+
+
+def masked_decode(
+    q: torch.Tensor,  # [B, H, 1, D]
+    k: torch.Tensor,  # [B, K, T, D]: a whole static cache
+    v: torch.Tensor,  # [B, K, T, Dv]
+    pos: torch.Tensor,  # 0-d int64: slots 0..pos are visible
+    scale: float | None = None,
+) -> torch.Tensor:  # [B, H, 1, Dv]
+    """One query per head against slots 0..pos of a static cache: the H / K query heads sharing a KV head
+    become that head's query rows ([B, K, H/K, D]), under one [1, T] mask, so grouped heads (MLA's
+    single latent head included) need neither repeated K/V nor the math kernel."""
+    B, H, _, D = q.shape
+    K, T = k.shape[1], k.shape[2]
+    visible = (torch.arange(T, device=q.device) <= pos)[None]  # [1, T]: one row for every query
+    out = F.scaled_dot_product_attention(q.reshape(B, K, H // K, D), k, v, attn_mask=visible, scale=scale)
+    return out.reshape(B, H, 1, v.shape[-1])  # from [B, K, H/K, Dv]
 
 
 def band_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:

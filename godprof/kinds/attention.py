@@ -30,7 +30,7 @@ ring buffer of ``sliding_window`` slots). Variants of 2024-26 models, each with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from godprof.checker import Checker, KeyPath
@@ -186,6 +186,16 @@ class Attention(MixerKind):
         if self.num_kv_heads % tp and tp % self.num_kv_heads:
             return f"{self.num_kv_heads} KV heads do not split {tp} ways"
         return None
+
+    def tp_rank(self, tp: int) -> Attention:
+        """num_heads / tp query heads and num_kv_heads / tp KV heads per rank (one when tp exceeds the KV
+        heads: each rank keeps the KV head its queries read, as ``kv_tp_fraction`` counts), Megatron-LM's
+        column-parallel q/k/v and row-parallel o_proj. Full-width qk norms normalise across every head,
+        so they would need a collective of their own: not split."""
+        problem = self.tp_problem(tp) or ("full-width qk norms span all heads" if self.qk_norm == "full" else None)
+        if problem:
+            raise ValueError(problem)
+        return replace(self, num_heads=self.num_heads // tp, num_kv_heads=max(1, self.num_kv_heads // tp))
 
     def tp_risks(self, tp: int) -> list[str]:
         kvh = self.num_kv_heads

@@ -52,6 +52,7 @@ class DSA(MLA):
 
     type: ClassVar[str] = "dsa"
     label: ClassVar[str] = "dsa"
+    efficiency_class: ClassVar[str] = "sparse"
     build: ClassVar[str] = "godprof.build.kinds.dsa:DSAttention"
     keys: ClassVar[frozenset[str]] = MLA.keys | {"index_n_heads", "index_head_dim", "index_topk"}
     required: ClassVar[frozenset[str]] = MLA.required | {

@@ -47,6 +47,7 @@ class GatedDeltaNet(MixerKind):
     type: ClassVar[str] = "gated_deltanet"
     category: ClassVar[str] = "linear"
     label: ClassVar[str] = "gdn"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.gated_deltanet:GatedDeltaNetMixer"
     keys: ClassVar[frozenset[str]] = frozenset({
         "type", "num_key_heads", "num_value_heads", "key_head_dim", "value_head_dim", "d_conv", "chunk_size",

@@ -45,6 +45,7 @@ class KDA(MixerKind):
     type: ClassVar[str] = "kda"
     category: ClassVar[str] = "linear"
     label: ClassVar[str] = "kda"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.kda:KimiDeltaAttention"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "num_heads", "head_dim", "d_conv", "chunk_size", "gate_rank"})
     required: ClassVar[frozenset[str]] = frozenset({"type", "num_heads", "head_dim"})

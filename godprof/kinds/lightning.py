@@ -42,6 +42,7 @@ class Lightning(MixerKind):
     type: ClassVar[str] = "lightning"
     category: ClassVar[str] = "linear"
     label: ClassVar[str] = "lightning"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.lightning:LightningMixer"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "num_heads", "head_dim", "block_size"})
 

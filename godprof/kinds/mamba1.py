@@ -45,6 +45,7 @@ class Mamba1(MixerKind):
     type: ClassVar[str] = "mamba1"
     category: ClassVar[str] = "ssm"
     label: ClassVar[str] = "mamba1"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.mamba1:Mamba1Mixer"
     keys: ClassVar[frozenset[str]] = frozenset(
         {"type", "d_state", "d_conv", "expand", "d_inner", "dt_rank", "conv_bias", "proj_bias", "inner_norms"}
@@ -53,7 +54,7 @@ class Mamba1(MixerKind):
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> Mamba1:
         inner = inner_size(c, d, p, hidden)
-        dt = d.get("dt_rank", "auto")
+        dt = d.get("dt_rank") if d.get("dt_rank") is not None else "auto"  # null: the default
         dt_rank = math.ceil(hidden / 16) if dt == "auto" else c.int_(d, "dt_rank", p)
         return cls(
             d_inner=inner,

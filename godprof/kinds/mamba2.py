@@ -35,6 +35,7 @@ class Mamba2(MixerKind):
     type: ClassVar[str] = "mamba2"
     category: ClassVar[str] = "ssm"
     label: ClassVar[str] = "mamba2"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.mamba2:Mamba2Mixer"
     keys: ClassVar[frozenset[str]] = frozenset({
         "type", "d_state", "d_conv", "expand", "d_inner", "head_dim", "n_groups", "chunk_size", "gated_norm",

@@ -39,6 +39,7 @@ class MLA(MixerKind):
     type: ClassVar[str] = "mla"
     category: ClassVar[str] = "attention"
     label: ClassVar[str] = "mla"
+    efficiency_class: ClassVar[str] = "mla"
     build: ClassVar[str] = "godprof.build.kinds.mla:MLAttention"
     keys: ClassVar[frozenset[str]] = frozenset({
         "type", "num_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",

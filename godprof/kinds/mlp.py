@@ -8,7 +8,7 @@ up half, so only gated MLPs and experts take it. No parameters: alpha and the li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from godprof.checker import Checker, KeyPath
@@ -55,6 +55,12 @@ class MLP(FfnKind):
     build: ClassVar[str] = "godprof.build.kinds.mlp:build_mlp"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "intermediate_size", "gated", "activation", "bias"})
     required: ClassVar[frozenset[str]] = frozenset({"type", "intermediate_size"})
+
+    def tp_rank(self, tp: int) -> MLP:
+        """intermediate_size / tp per rank: column-parallel gate/up (fc1), row-parallel down (fc2)."""
+        if self.intermediate_size % tp:
+            raise ValueError(f"intermediate_size {self.intermediate_size} does not split {tp} ways")
+        return replace(self, intermediate_size=self.intermediate_size // tp)
 
     @classmethod
     def parse(cls, c: Checker, d: dict[str, Any], p: KeyPath, hidden: int) -> MLP:

@@ -56,6 +56,7 @@ class RwkvTimeMix(MixerKind):
     type: ClassVar[str] = "rwkv_time_mix"
     category: ClassVar[str] = "linear"
     label: ClassVar[str] = "rwkv"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.rwkv:RwkvTimeMixer"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "attention_hidden_size", "pre_norm"})
 

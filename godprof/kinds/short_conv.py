@@ -43,6 +43,7 @@ class ShortConv(MixerKind):
     type: ClassVar[str] = "short_conv"
     category: ClassVar[str] = "linear"
     label: ClassVar[str] = "conv"
+    efficiency_class: ClassVar[str] = "scan"
     build: ClassVar[str] = "godprof.build.kinds.short_conv:ShortConvMixer"
     keys: ClassVar[frozenset[str]] = frozenset({"type", "d_conv", "bias"})
 

@@ -5,6 +5,7 @@ the CLI is ``godprof measure``.
 """
 
 from godprof.measure.run import (
+    CompiledWhileTimed,
     CompileFailed,
     DoesNotFit,
     MeasureConfig,
@@ -17,6 +18,7 @@ from godprof.measure.stats import TimingStats, percentile
 
 __all__ = [
     "CompileFailed",
+    "CompiledWhileTimed",
     "DoesNotFit",
     "MeasureConfig",
     "Measurement",

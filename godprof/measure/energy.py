@@ -9,8 +9,11 @@ first and the last *observed change* of the counter, over at least ``min_s`` sec
 that power times the measured time per token (``EnergyResult.joules_for``), which keeps anything
 else the loop does (re-filling a full cache, say) out of the per-token figure.
 
-Fallback: a thread samples instantaneous power (``nvmlDeviceGetPowerUsage``, milliwatts) every
-``interval_s`` while the workload runs, and the samples are integrated with the trapezoid rule.
+Fallback: a thread samples power (milliwatts) every ``interval_s`` while the workload runs, and the
+samples are integrated with the trapezoid rule. The meter is NVML's instant power field
+(``NVML_FI_DEV_POWER_INSTANT``) where the driver has it: on Ampere and newer
+``nvmlDeviceGetPowerUsage`` is a one-second average, which would smear power from before the window
+into it (``godprof.measure.nvml``).
 When neither works the result says so (``supported=False`` with the reason); no figure is invented.
 Nothing here changes any device setting; it only reads counters.
 
@@ -95,15 +98,18 @@ def counter_window(
     min_s: float = 1.0,
     min_ticks: int = 3,
     max_s: float = 30.0,
-    chunk_s: float = 0.002,
+    chunk_s: float = 0.05,
+    no_tick_s: float = 2.0,
 ) -> EnergyResult:
     """Repeat ``unit`` until the energy counter has changed ``min_ticks`` times over at least ``min_s``.
 
     The counter is read after each chunk of units (``sync`` first, so queued device work is done).
-    Chunks double in size until one lasts ``chunk_s``, which bounds the timing error of a tick to one
-    chunk. Energy = counter at the last observed change - counter at the first; window = time between
-    those two observations. Gives up (``supported=False``) if the counter has not ticked enough by
-    ``max_s``, or if it goes backwards.
+    Chunks double in size until one lasts ``chunk_s`` (50 ms: a sync and a read per chunk leave the
+    GPU idle for well under 1% of it, and bound the timing error of a tick to one chunk). Energy =
+    counter at the last observed change - counter at the first; window = time between those two
+    observations. Gives up (``supported=False``) when the counter has not changed for ``no_tick_s``
+    (a sandboxed driver whose counter never moves costs 2 s, not ``max_s``), when it has not ticked
+    enough by ``max_s``, or when it goes backwards.
     """
     sync()
     t_start = clock()
@@ -112,7 +118,7 @@ def counter_window(
     last: tuple[float, int] | None = None
     ticks = units = 0
     chunk = 1
-    t = t_start
+    t = t_last_change = t_start
     while True:
         t0 = clock()
         for _ in range(chunk):
@@ -125,6 +131,7 @@ def counter_window(
             return EnergyResult(False, COUNTER, f"energy counter went backwards ({e_prev} -> {e} mJ)",
                                 units=units, elapsed_s=t - t_start)  # fmt: skip
         if e != e_prev:
+            t_last_change = t
             if first is None:
                 first = (t, e)
             else:
@@ -135,6 +142,9 @@ def counter_window(
             break
         if t - t_start >= max_s:
             break
+        if t - t_last_change >= no_tick_s:
+            return EnergyResult(False, COUNTER, f"energy counter did not change for {t - t_last_change:.1f} s",
+                                ticks=ticks, units=units, elapsed_s=t - t_start)  # fmt: skip
         if t - t0 < chunk_s:
             chunk *= 2
     elapsed = t - t_start

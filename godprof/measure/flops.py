@@ -5,8 +5,9 @@ Counters (both report 1 multiply-add = 2 FLOPs here):
 - ``torch.utils.flop_counter.FlopCounterMode`` sees every aten op at dispatch, per module. It counts
   mm/addmm/bmm/baddbmm, convolutions and the fused SDPA kernels (flash / efficient / cudnn), each SDPA
   as the full S x T products whatever the mask (``attention_flops="full"`` in the analytic model).
-  Registered here because torch lacks it: the CPU SDPA kernel
-  ``aten._scaled_dot_product_flash_attention_for_cpu`` (without it attention counts 0 on CPU).
+  Every SDPA kernel is priced by godprof's own GQA-aware formula (``godprof.measure.sdpa_flops``):
+  torch < 2.13 asserts equal query and KV head counts, and lacks the CPU flash kernel altogether.
+  A counter that fails says so (``available=False`` and the reason); it never loses a measurement.
 - ``fvcore.nn.FlopCountAnalysis`` traces the model with ``torch.jit.trace`` and counts from the graph.
   It counts one MAC as one "flop"; every figure is doubled here. Registered because fvcore lacks
   them: ``aten::scaled_dot_product_attention`` (full S x T, like torch's) and ``aten::baddbmm``.
@@ -169,12 +170,6 @@ def _components(per_module: dict[str, dict[str, int]], spec: Spec) -> dict[str, 
     return dict(out)
 
 
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
 class _LastOnly(nn.Module):
     """Wraps the model so a tracer (fvcore) can call it with one tensor argument."""
 
@@ -188,16 +183,22 @@ class _LastOnly(nn.Module):
 
 
 def count_torch(model: nn.Module, spec: Spec, input_ids: torch.Tensor, last_only: bool) -> CounterResult:
-    """FlopCounterMode over one forward (no cache) of ``input_ids``."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FlopCounterMode over one forward (no cache) of ``input_ids``, with godprof's GQA-aware formula for
+    every SDPA kernel (``godprof.measure.sdpa_flops``). A counter failure (an op formula that rejects
+    a shape, a torch version without FlopCounterMode) gives ``available=False`` with the reason."""
+    counter = "torch.FlopCounterMode"
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
 
-    aten = torch.ops.aten
-    custom = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        custom[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-    fc = FlopCounterMode(display=False, depth=None, custom_mapping=custom)
-    with torch.no_grad(), fc:
-        model(input_ids, last_only=last_only)
+        from godprof.measure.sdpa_flops import sdpa_flop_mapping
+
+        fc = FlopCounterMode(display=False, depth=None, custom_mapping=sdpa_flop_mapping())
+        with torch.no_grad(), fc:
+            model(input_ids, last_only=last_only)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:
+        return CounterResult(counter, available=False, reason=f"counter failed: {_first_line(e)}")
     raw = fc.get_flop_counts()
     root = type(model).__name__
     per_module: dict[str, dict[str, int]] = {}
@@ -209,7 +210,12 @@ def count_torch(model: nn.Module, spec: Spec, input_ids: torch.Tensor, last_only
             continue
         per_module[rel] = {_op_name(op): int(v) for op, v in ops.items()}
     by_op: Counter[str] = Counter({_op_name(op): int(v) for op, v in raw.get("Global", {}).items()})
-    return _result("torch.FlopCounterMode", by_op, per_module, spec)
+    return _result(counter, by_op, per_module, spec)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def _result(counter: str, by_op: Counter[str], per_module: dict[str, dict[str, int]], spec: Spec,
@@ -280,7 +286,10 @@ def count_fvcore(model: nn.Module, spec: Spec, input_ids: torch.Tensor, last_onl
             from fvcore.nn import FlopCountAnalysis
         except ImportError as e:
             return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"fvcore not installed: {e}")
-        fa = FlopCountAnalysis(_LastOnly(model, last_only), (input_ids,))
+        try:
+            fa = FlopCountAnalysis(_LastOnly(model, last_only), (input_ids,))
+        except Exception as e:
+            return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"fvcore failed: {_first_line(e)}")
         fa.set_op_handle("aten::scaled_dot_product_attention", _fv_sdpa, "aten::baddbmm", _fv_baddbmm)
         fa.unsupported_ops_warnings(False)
         fa.uncalled_modules_warnings(False)
@@ -290,8 +299,10 @@ def count_fvcore(model: nn.Module, spec: Spec, input_ids: torch.Tensor, last_onl
                 by_op_mac = fa.by_operator()
                 by_module_op = fa.by_module_and_operator()
                 unsupported = dict(fa.unsupported_ops())
+        except torch.OutOfMemoryError:
+            raise
         except Exception as e:  # tracing can fail on exotic code paths; say so rather than crash the run
-            return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"trace failed: {e}")
+            return CounterResult("fvcore.FlopCountAnalysis", available=False, reason=f"trace failed: {_first_line(e)}")
     by_op: Counter[str] = Counter({op: round(2 * v) for op, v in by_op_mac.items()})
     per_module: dict[str, dict[str, int]] = {}
     for name, ops in by_module_op.items():

@@ -11,7 +11,12 @@ traced region, exact to the byte. Not seen: allocator caching and fragmentation,
 allocate outside aten tensors (oneDNN scratch), Python objects.
 
 CUDA: ``cuda_phase`` reads ``torch.cuda.memory_stats`` (current and peak allocated and reserved,
-alloc retries, OOMs) after resetting the peaks for a phase, as torchtitan's memory monitor does.
+requested, alloc retries, OOMs) after resetting the peaks for a phase, as torchtitan's memory monitor
+does. Requested bytes are what the tensors asked for, exact to the byte like the CPU tracker;
+allocated bytes are rounded up to the allocator's 512 B blocks. ``cublas_workspace_bytes`` creates
+the persistent cuBLAS / cuBLASLt workspace before the baseline is read, so it is reported as its own
+row instead of landing in the first prefill's activations; ``cuda_context_bytes`` is what the device
+has in use beyond torch's reserved pool (the CUDA context and kernel images, plus any other process).
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class CudaPhase:
     peak_reserved_bytes: int
     alloc_retries: int
     ooms: int
+    requested_bytes: int = 0  # what tensors asked for (exact); allocated rounds up to 512 B blocks
+    peak_requested_bytes: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -124,4 +131,35 @@ def cuda_phase(device: torch.device) -> CudaPhase:
         peak_reserved_bytes=int(s.get("reserved_bytes.all.peak", 0)),
         alloc_retries=int(s.get("num_alloc_retries", 0)),
         ooms=int(s.get("num_ooms", 0)),
+        requested_bytes=int(s.get("requested_bytes.all.current", 0)),
+        peak_requested_bytes=int(s.get("requested_bytes.all.peak", 0)),
     )
+
+
+def cublas_workspace_bytes(device: torch.device, dtype: torch.dtype) -> int:
+    """Create the cuBLAS and cuBLASLt workspaces of this device's current stream now, and return the bytes
+    they added to the allocator (0 when they already existed).
+
+    PyTorch allocates a persistent workspace (32 MiB on Hopper) through the caching allocator on the
+    first matmul of each cuBLAS handle and stream, and never frees it. Without this call it is booked
+    into whichever phase runs the first matmul (the first prefill's activations in a fresh process,
+    nothing in later ones). One product without a bias (cuBLAS) and one with (cuBLASLt's fused
+    epilogue) in the model's dtype reach both; their operands are freed before the second reading.
+    """
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    a = torch.ones(16, 16, device=device, dtype=dtype)
+    b = torch.ones(16, device=device, dtype=dtype)
+    torch.nn.functional.linear(a, a)
+    torch.nn.functional.linear(a, a, b)
+    torch.bmm(a[None], a[None])
+    del a, b
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.memory_allocated(device) - before)
+
+
+def cuda_context_bytes(device: torch.device) -> int:
+    """Device memory in use that torch's allocator has not reserved: the CUDA context, loaded kernel images
+    and cuBLAS handles, plus whatever other processes hold (``mem_get_info`` is device-wide)."""
+    free, total = torch.cuda.mem_get_info(device)
+    return int(total - free - torch.cuda.memory_reserved(device))

@@ -42,6 +42,7 @@ class Nvml:
         self.nv = nv
         self.handle = handle
         self.how = how  # "uuid" or "index": how the torch device was matched
+        self.power_source: str | None = None  # "instant" (field value) or "average" once power was read
 
     @classmethod
     def open(cls, torch_index: int) -> tuple[Nvml | None, str | None]:
@@ -96,6 +97,7 @@ class Nvml:
             "max_sm_clock_mhz": self._try("nvmlDeviceGetMaxClockInfo", self.handle, nv.NVML_CLOCK_SM),
             "power_limit_w": None if limit is None else limit / 1000,
             "matched_by": self.how,
+            "power_source": self.power_source,
         }
 
     # -- memory
@@ -118,10 +120,34 @@ class Nvml:
             raise MeterError(f"nvmlDeviceGetTotalEnergyConsumption: {e}") from None
 
     def read_mw(self) -> int:
+        """Board power in milliwatts: the instant power field where the driver has it (``power_source``
+        says which after ``probe``), else ``nvmlDeviceGetPowerUsage`` (a 1 s average on Ampere and newer)."""
+        if self.power_source != "average":
+            mw = self._instant_mw()
+            if mw is not None:
+                self.power_source = "instant"
+                return mw
+            self.power_source = "average"
         try:
             return int(self.nv.nvmlDeviceGetPowerUsage(self.handle))
         except Exception as e:
             raise MeterError(f"nvmlDeviceGetPowerUsage: {e}") from None
+
+    def _instant_mw(self) -> int | None:
+        """``nvmlDeviceGetFieldValues([NVML_FI_DEV_POWER_INSTANT])`` in milliwatts; None when unsupported."""
+        nv = self.nv
+        field = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None)
+        if field is None or not hasattr(nv, "nvmlDeviceGetFieldValues"):
+            return None
+        try:
+            (v,) = nv.nvmlDeviceGetFieldValues(self.handle, [field])
+        except Exception:
+            return None
+        if getattr(v, "nvmlReturn", 1) != getattr(nv, "NVML_SUCCESS", 0):
+            return None
+        value = getattr(v, "value", None)
+        mw = getattr(value, "uiVal", None)
+        return None if mw is None else int(mw)
 
     def probe(self) -> tuple[Nvml | None, Nvml | None, list[str]]:
         """(energy counter, power meter, reasons) after one trial read of each: None where unsupported."""

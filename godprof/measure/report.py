@@ -96,6 +96,14 @@ def latency_table(m: Measurement) -> Table:
     t.add("MFU (decode)", _frac(d["mfu_decode"]), "", "", "")
     t.add("MFU (prefill, causal FLOPs)", _frac(d["mfu_prefill"]), "", "", "")
     roof = d["roofline"]
+    dec = m.decode_info
+    if dec:
+        step = ("static" if dec.get("static") else "dynamic") + (f", compiled ({dec['compile_mode']})"
+                                                               if dec.get("compile_mode") else ", eager")  # fmt: skip
+        t.add("decode step", step, "", "", "")
+        bound = {True: "host-bound", False: "device-bound", None: "-"}[dec.get("host_bound")]
+        t.add("launches / host time per step", f"{dec.get('kernels_per_step') or 0:,}",
+              fmt_seconds(dec.get("host_s_per_step")), bound, "")  # fmt: skip
     t.caption = (
         f"bandwidth = roofline decode bytes ({fmt_bytes(roof['decode_bytes'])}: weights touched + KV + SSM state "
         f"at context {roof['decode_context']:,}) / median TPOT"
@@ -181,9 +189,18 @@ def memory_table(m: Measurement) -> Table | None:
         t.add(name.replace("_", " "), fmt_bytes(p["allocated_bytes"]), fmt_bytes(p["peak_allocated_bytes"]),
               fmt_bytes(p["peak_reserved_bytes"]), fmt_bytes(n.get("device_used_bytes")),
               fmt_bytes(n.get("process_used_bytes")))  # fmt: skip
+    mem = m.memory
+    t.add("cuBLAS workspace (before baseline)", fmt_bytes(mem.get("cublas_workspace_bytes")), "", "", "", "")
+    t.add("CUDA context + other processes", fmt_bytes(mem.get("cuda_context_bytes")), "", "", "", "")
+    dev = mem.get("device")
+    if dev:
+        t.add("NVML peak vs estimate + before", fmt_bytes(dev["expected_bytes"]), "", "",
+              fmt_bytes(dev["nvml_peak_device_used_bytes"]), "")  # fmt: skip
     t.caption = (
-        f"alloc retries {m.memory.get('alloc_retries', 0)}, OOMs {m.memory.get('ooms', 0)}; NVML figures include "
-        "the CUDA context and other processes' memory (device) that the allocator does not see"
+        f"peak requested {fmt_bytes(mem.get('peak_requested_bytes'))} (exact) vs allocated "
+        f"{fmt_bytes(mem.get('peak_allocated_bytes'))} (512 B blocks); alloc retries {mem.get('alloc_retries', 0)}, "
+        f"OOMs {mem.get('ooms', 0)}; NVML figures include the CUDA context and other processes' memory (device) "
+        "that the allocator does not see"
     )
     return t
 

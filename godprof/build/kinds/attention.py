@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, apply_rope
-from godprof.build.sdpa import attention, band_mask
+from godprof.build.sdpa import attention, band_mask, static_decode_attention
 from godprof.kinds.attention import Attention
 
 L2_EPS = 1e-5  # Llama4TextL2Norm is built with the config's rms_norm_eps (1e-5 in Llama 4's configs)
@@ -58,6 +58,12 @@ class GQAttention(nn.Module):
         if self.sinks is not None:
             self.sinks.normal_(0.0, 1.0, generator=g)
 
+    def static_decode(self) -> bool:
+        """Whether a decode step may take its position as a device tensor (``Model.decode_static``):
+        plain causal attention over a linear cache (no ring buffer, chunks, sinks or soft-capping)."""
+        a = self.a
+        return a.sliding_window is None and a.attention_chunk is None and not a.sinks and a.softcap is None
+
     def cache_slots(self, max_len: int) -> int:
         cap = self.a.sliding_window if self.a.sliding_window is not None else self.a.attention_chunk
         return max_len if cap is None else min(max_len, cap)
@@ -90,7 +96,10 @@ class GQAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if a.qk_norm == "l2":
             q, k = l2_norm(q), l2_norm(k)
-        if a.attention_chunk is not None:
+        if isinstance(pos, torch.Tensor):  # a static-shape decode step (``Model.decode_static``)
+            assert state is not None and S == 1
+            out = static_decode_attention(q, k, v, state[0], state[1], pos, a.scale)
+        elif a.attention_chunk is not None:
             out = self._attend_chunked(q, k, v, pos, state)
         else:
             out = self._attend(q, k, v, pos, state)  # [B, H, S, D]

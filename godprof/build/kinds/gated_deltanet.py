@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from godprof.build.fused import fused_causal_conv, load, load_conv
 from godprof.build.layers import FactoryKwargs, RotaryTables
-from godprof.build.scan import causal_conv, dt_init
+from godprof.build.scan import dt_init
 from godprof.kinds.gated_deltanet import GatedDeltaNet
 
 L2_EPS = 1e-6  # transformers' / fla's l2norm
@@ -121,6 +122,8 @@ class GatedDeltaNetMixer(nn.Module):
     def __init__(self, m: GatedDeltaNet, hidden: int, dd: FactoryKwargs, rope: RotaryTables | None = None):
         super().__init__()
         self.m = m
+        self._conv_kernels: tuple | None = None  # causal_conv1d's (fn, update) under --kernels fused
+        self._delta_kernels: tuple | None = None  # fla's (chunk, fused_recurrent) gated delta rule
         Hv = m.num_value_heads
         self.in_proj_qkvz = nn.Linear(hidden, 2 * m.key_dim + 2 * m.value_dim, bias=False, **dd)
         self.in_proj_ba = nn.Linear(hidden, 2 * Hv, bias=False, **dd)
@@ -140,6 +143,33 @@ class GatedDeltaNetMixer(nn.Module):
         self.dt_bias.copy_(dt_init(Hv, g, dev))
         self.norm.weight.fill_(1.0)
 
+    def fused(self, device: torch.device) -> str:
+        """``--kernels fused``: the causal conv on causal_conv1d's kernels and the gated delta rule on
+        flash-linear-attention's (``chunk_gated_delta_rule`` for a prefill, ``fused_recurrent_gated_delta_rule``
+        for a decode step, called as transformers' Qwen3-Next fast path calls them: [B, S, heads, dim]
+        tensors, q and k already L2-normed and q scaled here, so ``scale=1``). Returns what will run;
+        raises ``godprof.build.fused.FusedUnavailable`` (the reference runs) off CUDA or without either
+        package."""
+        conv = load_conv(device)
+        self._delta_kernels = tuple(
+            load(device, "fla.ops.gated_delta_rule", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule")
+        )
+        self._conv_kernels = conv
+        return "causal_conv1d (conv) + fla gated delta rule"
+
+    def _fused_delta_rule(self, q, k, v, g, beta, h0, decode: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        """fla's kernels on the reference's head-major tensors ([B, Hv, S, d], gates [B, Hv, S]): o in the
+        same layout and the final state [B, Hv, dk, dv]."""
+        assert self._delta_kernels is not None
+        chunk, recurrent = self._delta_kernels
+        fn = recurrent if decode else chunk
+        o, h = fn(
+            q=q.transpose(1, 2).contiguous(), k=k.transpose(1, 2).contiguous(), v=v.transpose(1, 2).contiguous(),
+            g=g.transpose(1, 2).contiguous(), beta=beta.transpose(1, 2).contiguous(), scale=1.0,
+            initial_state=h0, output_final_state=True,
+        )  # fmt: skip
+        return o.transpose(1, 2), h
+
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         m = self.m
         return [
@@ -158,7 +188,8 @@ class GatedDeltaNetMixer(nn.Module):
         b, a = self.in_proj_ba(x).view(B, S, Hk, 2 * r).split([r, r], dim=-1)
         qkv = torch.cat((q.reshape(B, S, -1), k.reshape(B, S, -1), v.reshape(B, S, -1)), dim=-1)  # [B, S, conv]
         del q, k, v
-        qkv = causal_conv(self.conv1d, qkv.transpose(1, 2), pos, state[0] if state else None)  # [B, conv, S]
+        conv_state = state[0] if state else None
+        qkv = fused_causal_conv(self._conv_kernels, self.conv1d, qkv.transpose(1, 2), pos, conv_state)  # [B, conv, S]
         qkv = F.silu(qkv).transpose(1, 2)  # [B, S, conv]
         q, k, v = qkv.split([m.key_dim, m.key_dim, m.value_dim], dim=-1)
         # fp32, head-major: q and k normalised per key head, then repeated to the value heads
@@ -174,7 +205,9 @@ class GatedDeltaNetMixer(nn.Module):
             h0 = state[1].float()
         else:
             h0 = torch.zeros(B, Hv, dk, dv, device=x.device, dtype=torch.float32)
-        if S == 1 and state is not None:
+        if self._delta_kernels is not None:
+            o, h = self._fused_delta_rule(q, k, v, g, beta, h0, decode=S == 1 and state is not None)
+        elif S == 1 and state is not None:
             o, h = recurrent_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], beta[:, :, 0], h0)
             o = o[:, :, None]  # [B, Hv, 1, dv]
         else:

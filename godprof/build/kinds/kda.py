@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from godprof.build.fused import fused_causal_conv, load_conv
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables
-from godprof.build.scan import causal_conv, dt_init
+from godprof.build.scan import dt_init
 from godprof.kinds.kda import KDA
 
 
@@ -111,6 +112,7 @@ class KimiDeltaAttention(nn.Module):
     def __init__(self, m: KDA, hidden: int, dd: FactoryKwargs, rope: RotaryTables | None = None):
         super().__init__()
         self.m = m
+        self._conv_kernels: tuple | None = None  # causal_conv1d's (fn, update) under --kernels fused
         D, H, r = m.dim, m.num_heads, m.rank
         self.q_proj = nn.Linear(hidden, D, bias=False, **dd)
         self.k_proj = nn.Linear(hidden, D, bias=False, **dd)
@@ -135,6 +137,14 @@ class KimiDeltaAttention(nn.Module):
         self.A_log.copy_(a.log())
         self.dt_bias.copy_(dt_init(self.m.dim, g, dev))
 
+    def fused(self, device: torch.device) -> str:
+        """``--kernels fused``: the causal conv on causal_conv1d's kernels. Returns what will run; raises
+        ``godprof.build.fused.FusedUnavailable`` (this kind keeps the reference) off CUDA or without the
+        package. The delta rule stays the reference (flash-linear-attention's KDA kernels are not wired yet): the
+        implementation says so."""
+        self._conv_kernels = load_conv(device)
+        return "causal_conv1d (conv) + reference delta rule"
+
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         m = self.m
         return [
@@ -147,7 +157,7 @@ class KimiDeltaAttention(nn.Module):
         B, S, _ = x.shape
         D, H, d = m.dim, m.num_heads, m.head_dim
         qkv = torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1).transpose(1, 2)  # [B, 3D, S]
-        conv = causal_conv(self.conv1d, qkv, pos, state[0] if state else None)  # [B, 3D, S]
+        conv = fused_causal_conv(self._conv_kernels, self.conv1d, qkv, pos, state[0] if state else None)  # [B, 3D, S]
         del qkv
         F.silu(conv, inplace=True)
         # head-major fp32 q, k, v [B, H, S, d] (views of the conv output when it is fp32)

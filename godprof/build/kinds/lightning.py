@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from godprof.build.fused import FusedUnavailable
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables
 from godprof.kinds.lightning import Lightning
 
@@ -94,6 +95,12 @@ class LightningMixer(nn.Module):
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         m = self.m
         return [torch.zeros(batch, m.num_heads, m.head_dim, m.head_dim, dtype=dtype, device=device)]
+
+    def fused(self, device: torch.device) -> str:
+        """``--kernels fused``: not available for lightning attention yet. flash-linear-attention has
+        kernels for this decayed linear attention, but godprof does not call them, so the reference runs
+        and the measurement says why (``godprof.build.fused.FusedUnavailable``)."""
+        raise FusedUnavailable("godprof has no fused path for lightning attention yet")
 
     def forward(self, x: torch.Tensor, pos: int, state: list[torch.Tensor] | None) -> torch.Tensor:
         m = self.m

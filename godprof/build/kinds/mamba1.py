@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from godprof.build.fused import fused_causal_conv, load, load_conv
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables
-from godprof.build.scan import causal_conv, dt_init
+from godprof.build.scan import dt_init
 from godprof.kinds.mamba1 import Mamba1, scan_chunk
 
 
@@ -65,6 +66,8 @@ class Mamba1Mixer(nn.Module):
     def __init__(self, m: Mamba1, hidden: int, dd: FactoryKwargs, rope: RotaryTables | None = None):
         super().__init__()
         self.m = m
+        self._conv_kernels: tuple | None = None  # causal_conv1d's (fn, update) under --kernels fused
+        self._scan_kernels: tuple | None = None  # mamba_ssm's (selective scan, state update) under --kernels fused
         di, n, r = m.d_inner, m.d_state, m.dt_rank
         self.in_proj = nn.Linear(hidden, 2 * di, bias=m.proj_bias, **dd)
         self.conv1d = nn.Conv1d(di, di, m.d_conv, groups=di, bias=m.conv_bias, **dd)
@@ -87,6 +90,19 @@ class Mamba1Mixer(nn.Module):
         self.D.fill_(1.0)
         self.dt_proj.bias.copy_(dt_init(di, g, self.A_log.device))
 
+    def fused(self, device: torch.device) -> str:
+        """``--kernels fused``: the causal conv on causal_conv1d's kernels and the selective scan on
+        mamba_ssm's (``selective_scan_fn`` for a prefill from position 0, which takes no initial state,
+        and ``selective_state_update`` for a decode step; dt already softplus'd, D added here, as the
+        reference does). A chunked prefill continuing a cached state keeps the reference scan. Returns
+        what will run; raises ``godprof.build.fused.FusedUnavailable`` (the reference runs) off CUDA or
+        without either package."""
+        conv = load_conv(device)
+        (scan,) = load(device, "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+        (update,) = load(device, "mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
+        self._conv_kernels, self._scan_kernels = conv, (scan, update)
+        return "causal_conv1d (conv) + mamba_ssm selective scan"
+
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         di = self.m.d_inner
         return [
@@ -99,7 +115,8 @@ class Mamba1Mixer(nn.Module):
         Bsz, S, _ = x.shape
         di, n, r = m.d_inner, m.d_state, m.dt_rank
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # [B, S, di] each
-        u = causal_conv(self.conv1d, xs.transpose(1, 2), pos, state[0] if state else None)  # [B, di, S]
+        conv_state = state[0] if state else None
+        u = fused_causal_conv(self._conv_kernels, self.conv1d, xs.transpose(1, 2), pos, conv_state)  # [B, di, S]
         u = F.silu(u).transpose(1, 2)  # [B, S, di]
         dt, Bm, Cm = self.x_proj(u).split([r, n, n], dim=-1)  # [B, S, r], [B, S, n], [B, S, n]
         if m.inner_norms:
@@ -110,13 +127,20 @@ class Mamba1Mixer(nn.Module):
             h0 = state[1].float()
         else:
             h0 = torch.zeros(Bsz, di, n, device=x.device, dtype=torch.float32)
-        if S == 1 and state is not None:  # recurrent step
+        fused = self._scan_kernels
+        if fused is not None and S == 1 and state is not None:  # updates the cache's state in place
+            y, h = fused[1](state[1], u[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0])[:, None], None  # [B, 1, di]
+        elif fused is not None and (state is None or pos == 0):
+            y, h = fused[0](u.transpose(1, 2), dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
+                            return_last_state=True)  # fmt: skip
+            y = y.transpose(1, 2)  # [B, S, di]
+        elif S == 1 and state is not None:  # recurrent step
             dA = torch.exp(dt[:, 0, :, None] * A)  # [B, di, n]
             h = dA * h0 + (dt[:, 0] * u[:, 0].float())[..., None] * Bm[:, 0, None, :].float()  # [B, di, n]
             y = torch.einsum("bdn,bn->bd", h, Cm[:, 0].float())[:, None]  # [B, 1, di]
         else:
             y, h = selective_scan(u, dt, A, Bm, Cm, h0)  # [B, S, di], [B, di, n]
-        if state is not None:
+        if state is not None and h is not None:
             state[1].copy_(h)
         y = y + u.float() * self.D.float()
         y = y.to(x.dtype) * F.silu(z)  # [B, S, di]

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from godprof.build.fused import fused_causal_conv, load, load_conv
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables
-from godprof.build.scan import causal_conv, dt_init
+from godprof.build.scan import dt_init
 from godprof.kinds.mamba2 import Mamba2
 
 
@@ -103,6 +104,8 @@ class Mamba2Mixer(nn.Module):
     def __init__(self, m: Mamba2, hidden: int, dd: FactoryKwargs, rope: RotaryTables | None = None):
         super().__init__()
         self.m = m
+        self._conv_kernels: tuple | None = None  # causal_conv1d's (fn, update) under --kernels fused
+        self._scan_kernels: tuple | None = None  # mamba_ssm's (chunk scan, state update) under --kernels fused
         di, H = m.d_inner, m.num_heads
         # Order: [z, x, B, C, dt]
         self.in_proj = nn.Linear(hidden, 2 * di + 2 * m.n_groups * m.d_state + H, bias=m.proj_bias, **dd)
@@ -123,6 +126,30 @@ class Mamba2Mixer(nn.Module):
         self.D.fill_(1.0)
         self.dt_bias.copy_(dt_init(H, g, dev))
 
+    def fused(self, device: torch.device) -> str:
+        """``--kernels fused``: the causal conv on causal_conv1d's kernels and the SSD scan on mamba_ssm's
+        Triton kernels (``mamba_chunk_scan_combined`` for a prefill, ``selective_state_update`` for a
+        decode step, as transformers' Mamba-2 fast path calls them: dt already softplus'd, D added
+        here). Returns what will run; raises ``godprof.build.fused.FusedUnavailable`` (this kind keeps
+        the reference) off CUDA or without either package."""
+        conv = load_conv(device)
+        (chunk_scan,) = load(device, "mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+        (update,) = load(device, "mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
+        self._conv_kernels, self._scan_kernels = conv, (chunk_scan, update)
+        return "causal_conv1d (conv) + mamba_ssm SSD scan"
+
+    def _fused_scan(self, xs, dt, A, Bm, Cm, h0, state, decode: bool):  # noqa: ANN001, ANN202
+        """mamba_ssm's kernels on the reference's fp32 tensors: (y [B, S, H, P] without D, final state)."""
+        assert self._scan_kernels is not None
+        chunk_scan, update = self._scan_kernels
+        if decode:  # updates the cache's state in place
+            P, N = self.m.head_dim, self.m.d_state
+            y = update(state[1], xs[:, 0], dt[:, 0, :, None].expand(-1, -1, P),
+                       A[:, None, None].expand(-1, P, N), Bm[:, 0], Cm[:, 0])  # fmt: skip
+            return y[:, None], None
+        return chunk_scan(xs, dt, A, Bm, Cm, chunk_size=self.m.chunk_size, initial_states=h0,
+                          return_final_states=True)  # fmt: skip
+
     def allocate(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         m = self.m
         return [
@@ -135,7 +162,8 @@ class Mamba2Mixer(nn.Module):
         Bsz, S, _ = x.shape
         di, H, P, G, N = m.d_inner, m.num_heads, m.head_dim, m.n_groups, m.d_state
         z, xBC, dt = self.in_proj(x).split([di, m.conv_dim, H], dim=-1)  # [B, S, di], [B, S, conv], [B, S, H]
-        xBC = causal_conv(self.conv1d, xBC.transpose(1, 2), pos, state[0] if state else None)  # [B, conv, S]
+        conv_state = state[0] if state else None
+        xBC = fused_causal_conv(self._conv_kernels, self.conv1d, xBC.transpose(1, 2), pos, conv_state)  # [B, conv, S]
         xBC = F.silu(xBC).transpose(1, 2)  # [B, S, conv]
         xs, Bm, Cm = xBC.split([di, G * N, G * N], dim=-1)
         xs = xs.reshape(Bsz, S, H, P).float()  # [B, S, H, P]
@@ -147,7 +175,9 @@ class Mamba2Mixer(nn.Module):
             h0 = state[1].float()
         else:
             h0 = torch.zeros(Bsz, H, P, N, device=x.device, dtype=torch.float32)
-        if S == 1 and state is not None:  # recurrent step
+        if self._scan_kernels is not None:
+            y, h = self._fused_scan(xs, dt, A, Bm, Cm, h0, state, decode=S == 1 and state is not None)
+        elif S == 1 and state is not None:  # recurrent step
             hg = H // G
             dA = torch.exp(dt[:, 0] * A)  # [B, H]
             Bh = Bm[:, 0].repeat_interleave(hg, dim=1)  # [B, H, N]
@@ -156,7 +186,7 @@ class Mamba2Mixer(nn.Module):
             y = torch.einsum("bhpn,bhn->bhp", h, Ch)[:, None]  # [B, 1, H, P]
         else:
             y, h = ssd_chunked(xs, dt, A, Bm, Cm, min(m.chunk_size, S), h0)  # [B, S, H, P], [B, H, P, N]
-        if state is not None:
+        if state is not None and h is not None:
             state[1].copy_(h)
         y = y + xs * self.D.float()[:, None]
         y = y.reshape(Bsz, S, di).to(x.dtype)

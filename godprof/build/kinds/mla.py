@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from godprof.build.layers import FactoryKwargs, RMSNorm, RotaryTables, apply_rope
-from godprof.build.sdpa import band_mask, sdpa
+from godprof.build.sdpa import band_mask, masked_decode, sdpa
 from godprof.kinds.mla import MLA
 
 
@@ -63,6 +63,12 @@ class MLAttention(nn.Module):
             cos, sin = self.rope.get(rope_d, a.rope_theta, pos, S, x.device, q.dtype)  # [S, rope]
             q_pe = apply_rope(q_pe, cos, sin)  # [B, H, S, rope]
             k_pe = apply_rope(k_pe, cos, sin)  # [B, S, rope]
+        if isinstance(pos, torch.Tensor):  # a static-shape decode step (``Model.decode_static``)
+            assert state is not None and S == 1
+            buf = state[0]  # [B, max_len, r + rope]: write this token's slot, attend the whole buffer masked
+            buf.index_copy_(1, pos.reshape(1), torch.cat((latent, k_pe), dim=-1).to(buf.dtype))
+            out = self._decode_absorbed(q_nope, q_pe, buf.to(q.dtype), pos)  # [B, H, 1, v]
+            return self.o_proj(out.transpose(1, 2).reshape(B, S, H * a.v_head_dim))
         if state is not None:
             buf = state[0]  # [B, max_len, r + rope]
             if pos + S > buf.shape[1]:
@@ -87,8 +93,16 @@ class MLAttention(nn.Module):
             out = sdpa(q, k, v, mask=mask, scale=self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, H * a.v_head_dim))
 
-    def _decode_absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
-        """One query per sequence against the cached latents, with kv_b_proj absorbed.
+    def static_decode(self) -> bool:
+        """Whether a decode step may take its position as a device tensor (``Model.decode_static``): yes,
+        unless a subclass brings its own forward (DeepSeek Sparse Attention's indexer), which must say."""
+        return type(self).forward is MLAttention.forward
+
+    def _decode_absorbed(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, cached: torch.Tensor, pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One query per sequence against the cached latents, with kv_b_proj absorbed (with ``pos``, a
+        static step: the whole buffer under a mask that shows slots 0..pos).
 
         q_nope [B, H, 1, nope] @ W_uk [H, nope, r] gives a latent query; scores are latent . q_lat +
         k_pe . q_pe; the probability-weighted latent [B, H, 1, r] goes through W_uv [H, v, r].
@@ -101,5 +115,8 @@ class MLAttention(nn.Module):
         q_cat = torch.cat((q_lat, q_pe), dim=-1)  # [B, H, 1, r + rope]
         keys = cached[:, None]  # [B, 1, T, r + rope]: one latent "kv head" shared by all heads
         values = cached[:, None, :, :r]  # [B, 1, T, r]
-        o_lat = sdpa(q_cat, keys, values, scale=self.scale)  # [B, H, 1, r]
+        if pos is not None:
+            o_lat = masked_decode(q_cat, keys, values, pos, self.scale)  # [B, H, 1, r]
+        else:
+            o_lat = sdpa(q_cat, keys, values, scale=self.scale)  # [B, H, 1, r]
         return torch.einsum("bhsr,hvr->bhsv", o_lat, w_uv)  # [B, H, 1, v]
