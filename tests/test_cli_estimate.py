@@ -22,7 +22,7 @@ def run(*args: str):
 
 
 def test_json_schema_has_the_stable_integer_keys():
-    r = run("estimate", "llama-3-8b", "--seq", "4k", "--format", "json")
+    r = run("estimate", "llama-3-8b", "--seq", "4Ki", "--format", "json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["schema"] == "godprof.estimate/1"
@@ -37,7 +37,7 @@ def test_json_schema_has_the_stable_integer_keys():
 
 
 def test_options_reach_the_workload():
-    r = run("estimate", "mixtral-8x7b", "-f", "json", "--batch", "4", "--seq", "512", "--context", "32k",
+    r = run("estimate", "mixtral-8x7b", "-f", "json", "--batch", "4", "--seq", "512", "--context", "32Ki",
             "--dtype", "int4", "--kv-dtype", "fp8", "--attention-flops", "full", "--logits", "last")  # fmt: skip
     assert r.exit_code == 0, r.output
     w = json.loads(r.stdout)["workload"]

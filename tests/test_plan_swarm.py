@@ -132,7 +132,7 @@ def test_swarm_sums_members_and_compares_with_a_dense_model():
     router = members[0]["plan"]["chosen"]
     assert t["router_latency_s"] == pytest.approx(router["ttft_s"] + 4 * router["tpot_s"])
     dense = d["against_totals"]
-    assert dense["fits"] and d["against"]["spec"] == "llama-3-70b"
+    assert dense["fits"] and d["against"]["spec"]["name"] == "llama-3-70b"
     # bf16 weights, 2 B per parameter: router Qwen3-0.6B 596,049,920; Qwen2.5-7B 7,615,616,512 (twice: code
     # and math); Llama-3-8B 8,030,261,248; Mistral-7B 7,241,732,096 -> 31,099,276,288 params = 62.2 GB.
     # One Llama-3-70B holds 70,553,706,496 x 2 = 141.1 GB.
@@ -146,7 +146,7 @@ def test_swarm_sums_members_and_compares_with_a_dense_model():
 def test_swarm_reports_and_caps(tmp_path):
     r = runner.invoke(app, ["plan", str(EXAMPLES / "swarm.yaml"), "--against", "llama-3-70b", "--format", "md",
                             "--no-plot"])  # fmt: skip
-    assert r.exit_code == 0 and "Swarm vs one dense model" in r.stdout
+    assert r.exit_code == 0 and "vs one dense model, same traffic" in r.stdout
     r = runner.invoke(app, ["plan", str(EXAMPLES / "swarm.yaml"), "--max-gpus", "2", "-f", "json"])
     assert r.exit_code == 3 and json.loads(r.stdout)["missing"].startswith("the swarm needs")
     r = runner.invoke(app, ["plan", "llama-3-8b", "--against", "llama-3-70b"])

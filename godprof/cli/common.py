@@ -97,15 +97,28 @@ def load(ref: str) -> Spec:
 
 
 def size(text: str | None, what: str) -> int | None:
-    """Parse a size option such as '8k' or '1M' (k = 1024); exits 2 with the option named on failure."""
+    """Parse a size option with the one rule every option uses (``godprof.report.format.SIZE_RULE``: 8k =
+    8,000, 8Ki = 8,192); exits 2 with the option named on failure."""
     if text is None:
         return None
+    from godprof.checker import MAX_TOKENS
     from godprof.report.format import parse_size
 
     try:
-        return parse_size(text)
+        n = parse_size(text)
     except ValueError as e:
         fail(f"{what}: {e}")
+    if n > MAX_TOKENS:
+        fail(f"{what}: {text!r} is over the bound of {MAX_TOKENS:,} (2^40) tokens")
+    return n
+
+
+def split_list(text: str, what: str) -> list[str]:
+    """A comma-separated option ('h100,b200', 'bf16,int4') as its distinct non-empty items, in order."""
+    items = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    if not items:
+        fail(f"{what}: give at least one value (a list is comma-separated: h100,b200)")
+    return items
 
 
 def emit_json(data: Any) -> None:
@@ -113,10 +126,12 @@ def emit_json(data: Any) -> None:
 
 
 def emit_tables(tables: list[Table], fmt: Format | TableJson) -> None:
-    """Print tables as rich tables (``table``) or Markdown (``md``)."""
+    """Print tables as rich tables (``table``) or Markdown (``md``). Tables fit the terminal (80 columns in a
+    pipe) without cutting a cell: wide ones fold or stack (``Table.renderables``)."""
     if fmt == Format.md:
         sys.stdout.write("\n".join(t.to_markdown() for t in tables))
         return
     c = console()
     for t in tables:
-        c.print(t.to_rich())
+        for part in t.renderables(c.width):
+            c.print(part)

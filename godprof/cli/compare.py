@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from godprof.cli.common import Format, emit_json, emit_tables, guard, load, size
-from godprof.cli.options import DTypeOpt, KVDType
+from godprof.cli.common import Format, emit_json, emit_tables, guard, load, size, split_list
+from godprof.cli.estimate import HeadroomOpt, PrefillChunkOpt, memory_model
+from godprof.cli.options import SIZES, DTypeOpt, KVDType, LogitsChoice, LogitsOpt
 
 if TYPE_CHECKING:
     from godprof.analytic.roofline import Efficiency
@@ -23,7 +24,8 @@ SpecsArg = Annotated[
 ]
 GpuOpt = Annotated[
     str,
-    typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...)."),
+    typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...); a "
+                 "comma-separated list (h100,b200) gives a grid with --dtype."),
 ]
 GpuFiles = Annotated[
     list[Path] | None,
@@ -54,19 +56,27 @@ def _eff(compute: float | None, bandwidth: float | None) -> Efficiency | None:
 
     if compute is None and bandwidth is None:
         return None
+    for opt, value in (("--compute-eff", compute), ("--bandwidth-eff", bandwidth)):
+        if value is not None and not 0 < value <= 1:  # NaN passes click's FloatRange
+            raise ValueError(f"{opt}: must be a number in (0, 1], got {value}")
     return Efficiency(compute or DEFAULT_EFFICIENCY.compute, bandwidth or DEFAULT_EFFICIENCY.bandwidth)
 
 
 def compare_cmd(
     specs: SpecsArg,
     gpu: GpuOpt = "h100",
-    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")] = 1,
-    context: Annotated[str, typer.Option("--context", "-c", help="Prompt + cache length (4096, 8k, 1M).")] = "8k",
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, max=2**31 - 1, help="Sequences decoded together.")] = 1,
+    context: Annotated[
+        str, typer.Option("--context", "-c", help=f"Prompt + cache length: 8192, 8Ki, 128k ({SIZES}).")
+    ] = "8192",
     dtype: DTypeOpt = "bf16",
     kv_dtype: KVDType = None,
     compute_eff: ComputeEff = None,
     bandwidth_eff: BandwidthEff = None,
     gpu_file: GpuFiles = None,
+    logits: LogitsOpt = LogitsChoice.last,
+    prefill_chunk: PrefillChunkOpt = 8192,
+    headroom: HeadroomOpt = 0.1,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Architectures side by side on one GPU: one column per spec, the best value of each row in bold.
@@ -74,39 +84,51 @@ def compare_cmd(
     Rows: total and active parameters, weight memory, KV bytes per token and SSM state per sequence,
     KV + state at the context, prefill and decode FLOPs per token, roofline TTFT (prefill of the whole
     context) and TPOT (one decode step at the context), the largest context at batch 1 and batch at the
-    context that fit one GPU (weights + cache + one prefill chunk of activations), GPUs to hold the weights.
+    context that fit one GPU, GPUs to hold the weights. Memory is the model estimate and plan share
+    (weights + cache + the largest prefill pass's activations + runtime overheads within the GPU less
+    --headroom); --format json's memory keys equal `godprof estimate`'s.
 
     Latency is a roofline bound: max(FLOPs / (peak x compute-eff), bytes / (bandwidth x bandwidth-eff)).
 
     Examples:
 
+    \b
       godprof compare llama-3-8b mixtral-8x7b mamba-2.8b jamba-v0.1 --gpu h100
-
-      godprof compare specs/llama-3-8b.yaml mamba-2.8b --context 128k --batch 8 --dtype fp8
-
+      godprof compare llama-3-8b mamba-2.8b --context 128Ki --batch 8 --dtype fp8
+      godprof compare llama-3-8b mamba-2.8b --gpu h100,b200 --dtype bf16,int4
+      godprof compare ~/models/Qwen3-8B specs/llama-3-8b.yaml
       godprof compare llama-3-8b mamba-2.8b --gpu l4 --format json
     """
-    from godprof.report.compare import Setup, compare, compare_csv_rows, compare_table
+    from godprof.report.compare import (
+        Setup,
+        compare,
+        compare_csv_rows,
+        compare_document,
+        compare_grid_table,
+        compare_table,
+    )
 
     with guard():
         loaded = [load(s) for s in specs]
-        setup = Setup(
-            gpu=_gpu(gpu, gpu_file),
-            batch=batch,
-            context=size(context, "--context") or 1,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            eff=_eff(compute_eff, bandwidth_eff),
-        )
-        records = compare(loaded, setup)
+        ctx = size(context, "--context") or 1
+        model = memory_model(prefill_chunk, logits.value, headroom)
+        eff = _eff(compute_eff, bandwidth_eff)
+        setups = [
+            Setup(gpu=g, batch=batch, context=ctx, dtype=d, kv_dtype=kv_dtype, eff=eff, model=model)
+            for g in (_gpu(n, gpu_file) for n in split_list(gpu, "--gpu"))
+            for d in split_list(dtype, "--dtype")
+        ]
+        records = compare(loaded, setups)
     if fmt == Format.json:
-        emit_json(records)
+        emit_json(compare_document(records))
     elif fmt == Format.csv:
         from godprof.report.table import tables_to_csv
 
         typer.echo(tables_to_csv(compare_csv_rows(records)), nl=False)
     else:
-        emit_tables([compare_table(records, setup)], fmt)
+        n = len(loaded)
+        tables = [compare_table(records[i * n : (i + 1) * n], st) for i, st in enumerate(setups)]
+        emit_tables(([compare_grid_table(records, setups)] if len(setups) > 1 else []) + tables, fmt)
 
 
 def _context_range(text: str) -> tuple[int, int]:
@@ -125,15 +147,17 @@ def sweep_cmd(
     specs: SpecsArg,
     context: Annotated[
         str,
-        typer.Option("--context", "-c", help="Range LOW..HIGH (1k..1M) or one length; log-spaced points."),
-    ] = "1k..1M",
+        typer.Option("--context", "-c", help=f"Range LOW..HIGH (1Ki..1Mi = 1,024..1,048,576) or one length; "
+                     f"log-spaced points ({SIZES})."),
+    ] = "1Ki..1Mi",
     points: Annotated[
         int | None,
-        typer.Option("--points", "-n", min=1, help="Contexts in the range (default: one per doubling)."),
+        typer.Option("--points", "-n", min=1, max=10_000,
+                     help="Contexts in the range, at most 10,000 (default: one per doubling)."),  # fmt: skip
     ] = None,
     batch: Annotated[
         list[int] | None,
-        typer.Option("--batch", "-b", min=1, help="Batch size; repeat for several (default: 1)."),
+        typer.Option("--batch", "-b", min=1, max=2**31 - 1, help="Batch size; repeat for several (default: 1)."),
     ] = None,
     gpu: GpuOpt = "h100",
     dtype: DTypeOpt = "bf16",
@@ -141,10 +165,14 @@ def sweep_cmd(
     compute_eff: ComputeEff = None,
     bandwidth_eff: BandwidthEff = None,
     gpu_file: GpuFiles = None,
+    logits: LogitsOpt = LogitsChoice.last,
+    prefill_chunk: PrefillChunkOpt = 8192,
+    headroom: HeadroomOpt = 0.1,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", "-p", help="Write a plot: FILE.png, or FILE.html (self-contained)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --plot file if it exists.")] = False,
     text_plot: Annotated[
         bool, typer.Option("--text-plot/--no-text-plot", help="Draw the terminal plot under the tables.")
     ] = True,
@@ -160,21 +188,33 @@ def sweep_cmd(
 
     Examples:
 
-      godprof sweep llama-3-8b mamba-2.8b jamba-v0.1 --context 1k..1M --plot sweep.png
-
-      godprof sweep mixtral-8x7b --context 4k..256k --points 6 --batch 1 --batch 16 --gpu h200
-
-      godprof sweep llama-3-8b --context 1k..1M --points 1000 --format json > sweep.json
+    \b
+      godprof sweep llama-3-8b mamba-2.8b jamba-v0.1 --plot sweep.png
+      godprof sweep mixtral-8x7b -c 4Ki..256Ki -n 6 -b 1 -b 16 --gpu h200,b200
+      godprof sweep llama-3-8b --points 1000 --format json > sweep.json
     """
     from godprof.report.compare import Setup, log_contexts, sweep, sweep_tables
 
     with guard():
+        if plot is not None:
+            from godprof.checker import check_output
+
+            check_output(plot, [*specs, *(gpu_file or [])], force, "--plot")
         loaded = [load(s) for s in specs]
         lo, hi = _context_range(context)
         contexts = log_contexts(lo, hi, points)
-        g = _gpu(gpu, gpu_file)
+        from godprof.checker import MAX_SWEEP_WORK
+
+        work = len(contexts) * len(batch or [1]) * sum(s.model.num_layers for s in loaded)
+        if work > MAX_SWEEP_WORK:
+            raise ValueError(f"--points: {len(contexts):,} contexts x {len(batch or [1])} batch sizes x the specs' "
+                             f"layers is {work:,} layer evaluations, over the bound of {MAX_SWEEP_WORK:,}; "
+                             "give fewer --points")  # fmt: skip
+        gpus = [_gpu(n, gpu_file) for n in split_list(gpu, "--gpu")]
         eff = _eff(compute_eff, bandwidth_eff)
-        setups = [Setup(g, b, hi, dtype, kv_dtype, eff) for b in (batch or [1])]
+        model = memory_model(prefill_chunk, logits.value, headroom)
+        setups = [Setup(g, b, hi, d, kv_dtype, eff, model)
+                  for g in gpus for d in split_list(dtype, "--dtype") for b in (batch or [1])]  # fmt: skip
         doc = sweep(loaded, setups, contexts)
         tables = sweep_tables(doc) if fmt in (Format.table, Format.md) or plot is not None else []
         written = None
@@ -216,10 +256,9 @@ def gpus_cmd(
 
     Examples:
 
+    \b
       godprof gpus
-
       godprof gpus mi300x --format json
-
       godprof gpus --gpu-file my-card.yaml
     """
     from godprof.gpus import list_gpus, load_gpu
@@ -230,7 +269,7 @@ def gpus_cmd(
         files = gpu_file or ()
         gpus = [load_gpu(name, files)] if name else list_gpus(files)
     if fmt == Format.json:
-        emit_json([g.to_dict() for g in gpus])
+        emit_json({"schema": "godprof.gpus/1", "gpus": [g.to_dict() for g in gpus]})
         return
     dts = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
     if fmt == Format.csv:
@@ -253,8 +292,9 @@ def gpus_cmd(
         t.add("memory bandwidth", fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"))
         for d, v in g.peak_flops_per_s.items():
             t.add(f"dense peak {d}", fmt_rate(v, "FLOP/s"))
-        t.add("TDP", f"{g.tdp_w:.0f} W")
-        t.add("interconnect", f"{g.interconnect}, {fmt_rate(g.interconnect_bytes_per_s, 'B/s')} per direction")
+        t.add("TDP", "not given" if "tdp_w" in g.omitted else f"{g.tdp_w:.0f} W")
+        link = "not given" if "interconnect_gb_per_s" in g.omitted else fmt_rate(g.interconnect_bytes_per_s, "B/s")
+        t.add("interconnect", f"{g.interconnect}, {link} per direction")
         if g.measured is not None:
             m = g.measured
             t.add("measured bandwidth", fmt_rate(m.bandwidth_bytes_per_s, "B/s"))
@@ -270,7 +310,9 @@ def gpus_cmd(
                  for d in ("bf16", "fp8", "int8")]  # fmt: skip
         key = g.key + (" *" if g.measured else "")
         t.add(key, fmt_bytes(g.memory_bytes), fmt_rate(g.hbm_bandwidth_bytes_per_s, "B/s"), *peaks,
-              f"{g.tdp_w:.0f} W", f"{g.interconnect} {fmt_rate(g.interconnect_bytes_per_s, 'B/s')}")  # fmt: skip
+              "-" if "tdp_w" in g.omitted else f"{g.tdp_w:.0f} W",
+              "-" if "interconnect_gb_per_s" in g.omitted
+              else f"{g.interconnect} {fmt_rate(g.interconnect_bytes_per_s, 'B/s')}")  # fmt: skip
     t.caption = "Names, aliases, fp32/tf32 peaks and datasheet sources: `godprof gpus KEY` or --format json."
     if any(g.measured for g in gpus):
         t.caption += " * has measured figures (used by the roofline)."

@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from godprof import __version__
 
@@ -44,16 +45,58 @@ def main(
     """godprof: analytic estimates (no GPU), PyTorch measurements, comparisons and capacity plans."""
 
 
+class _Group(TyperGroup):
+    """The command group: a usage error (bad option value, unknown option) is one line on stderr,
+    ``error: ...`` naming the option, with exit 2, like every other godprof error; click's own form is a
+    usage block plus the message. Everything else is click's standalone behaviour."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:  # newer typer vendors click as typer._click; older ones use click itself
+            from typer._click import exceptions as click  # type: ignore[import-not-found]
+            from typer._click.utils import PacifyFlushWrapper  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover - depends on the typer release
+            from click import exceptions as click  # type: ignore[no-redef]
+            from click.utils import PacifyFlushWrapper  # type: ignore[no-redef]
+
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `godprof`: the help, as click shows it
+                e.show()
+                sys.exit(e.exit_code)
+            path = e.ctx.command_path if e.ctx is not None else "godprof"
+            sys.stderr.write(f"error: {e.format_message()} (`{path} --help` explains every option)\n")
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            sys.stderr.write(f"error: {e.format_message()}\n")
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.stderr.write("interrupted\n")
+            sys.exit(130)
+        except OSError as e:
+            import errno
+
+            if e.errno != errno.EPIPE:
+                raise
+            sys.stdout = PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]  # run() turns this exit into 0
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 def make_app(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
     """A Typer app with the given commands registered (all of them by default)."""
     app = typer.Typer(
         name="godprof",
+        cls=_Group,
         help="What a model architecture costs before and after you build it: parameters, VRAM, FLOPs, "
         "latency, energy, and GPUs to serve or train it.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
         pretty_exceptions_enable=False,
-        rich_markup_mode="markdown",
+        rich_markup_mode=None,  # plain click help: wraps at the terminal width and never cuts an option name
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(main)

@@ -45,18 +45,26 @@ SpecArg = Annotated[
         show_default=False,
     ),
 ]
-Batch = Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences processed together.")]
-Seq = Annotated[str, typer.Option("--seq", "-s", help="Prefill / training sequence length (4096, 8k, 1M).")]
+Batch = Annotated[int, typer.Option("--batch", "-b", min=1, max=2**31 - 1, help="Sequences processed together.")]
+SIZES = "k/M/G/T decimal (8k = 8000), Ki/Mi/Gi/Ti binary (8Ki = 8192)"
+Seq = Annotated[
+    str, typer.Option("--seq", "-s", help=f"Prefill / training sequence length: 4096, 8Ki, 32k ({SIZES}).")
+]
 Context = Annotated[
     str | None,
     typer.Option(
-        "--context", "-c", help="Tokens in the KV cache for decode and cache memory (default: the --seq value)."
+        "--context",
+        "-c",
+        help=f"Tokens in the KV cache for decode and cache memory (default: the --seq value); {SIZES}.",
     ),
 ]
 DTypeOpt = Annotated[
     str,
     typer.Option(
-        "--dtype", "-d", help="Weight format: fp32, bf16, fp16, fp8, int8, int4 (int8/int4 with group scales)."
+        "--dtype",
+        "-d",
+        help="Weight format: fp32, bf16, fp16, fp8, int8, int4 (int8/int4 with group scales); a comma-separated "
+        "list (bf16,int4) gives one result per format.",
     ),
 ]
 KVDType = Annotated[
@@ -84,4 +92,5 @@ LogitsOpt = Annotated[
 FormatOpt = Annotated[
     Format, typer.Option("--format", "-f", help="table, json (a stable schema for scripts), csv or md.")
 ]
-GroupSize = Annotated[int, typer.Option("--group-size", min=1, help="int8/int4 quantisation group size.")]
+GroupSize = Annotated[int, typer.Option("--group-size", min=1, max=2**31 - 1,
+                                        help="int8/int4 quantisation group size.")]

@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import re
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from godprof.cli.common import ExitCode, emit_json, guard
-from godprof.cli.options import OptimizerChoice, RecomputeChoice
-
-if TYPE_CHECKING:
-    from godprof.plan.workload import ServingWorkload
-
-
-class PlanFormat(str, Enum):
-    table = "table"
-    json = "json"
-    md = "md"
-    html = "html"
-
-
-_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
-_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
-
-
-def parse_count(text: str, what: str) -> int:
-    """A decimal count such as '1.4T', '15e12', '300B', '4M' (k, M, B, T = 1e3, 1e6, 1e9, 1e12)."""
-    m = _COUNT.match(text)
-    if not m:
-        raise ValueError(f"{what}: not a count: {text!r} (examples: 1.4T, 300B, 4M, 15e12)")
-    value = float(m.group(1)) * _SCALE[m.group(2).lower()]
-    if value < 1:
-        raise ValueError(f"{what}: must be at least 1, got {text!r}")
-    return int(round(value))
-
+from godprof.cli.common import ExitCode, guard
+from godprof.cli.options import SIZES, OptimizerChoice, RecomputeChoice
+from godprof.cli.plan_output import PlanFormat, emit_plan
+from godprof.cli.plan_run import parse_count, serve_semantics, swarm_plan, train_plan
 
 Help = "Serving"
 TrainHelp = "Training (--train)"
 OutHelp = "Output"
+
+if TYPE_CHECKING:
+    from godprof.plan.workload import ServingWorkload
 
 
 def plan_cmd(
@@ -68,16 +45,45 @@ def plan_cmd(
     ] = None,  # fmt: skip
     prompt_tokens: Annotated[
         int | None,
-        typer.Option("--prompt-tokens", min=1, help="Prompt tokens per request (default: 1024).", rich_help_panel=Help),
+        typer.Option("--prompt-tokens", min=1, max=2**31 - 1,
+                     help="Prompt tokens per request (default: 1024).", rich_help_panel=Help),
     ] = None,  # fmt: skip
     output_tokens: Annotated[
         int | None,
         typer.Option(
-            "--output-tokens", min=1, help="Generated tokens per sample (default: 256).", rich_help_panel=Help
+            "--output-tokens", min=1, max=2**31 - 1,
+                help="Generated tokens per sample (default: 256).", rich_help_panel=Help
         ),
     ] = None,  # fmt: skip
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Requests in flight at once.", rich_help_panel=Help)
+        str | None, typer.Option("--concurrency", help="Requests in flight at once, or 'max': offline, maximum "
+                                 "throughput (each replica runs the largest batch that fits memory, the SLOs and "
+                                 "--max-batch).", rich_help_panel=Help)
+    ] = None,  # fmt: skip
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, max=2**31 - 1, help="Serving: the most sequences an engine "
+                          "instance (each attention-DP rank) runs at once: vLLM's max_num_seqs (default 256), "
+                          "TRT-LLM's max_batch_size.", rich_help_panel=Help)
+    ] = 256,  # fmt: skip
+    prefix_hit_rate: Annotated[
+        float, typer.Option("--prefix-hit-rate", min=0.0, max=0.99, help="Serving: share of prompt tokens found "
+                            "in the prefix cache (not recomputed: fewer prefill tokens, shorter TTFT).",
+                            rich_help_panel=Help)
+    ] = 0.0,  # fmt: skip
+    speculative: Annotated[
+        str | None, typer.Option("--speculative", help="Serving: speculative decoding, 'k=4,acceptance=0.7' with "
+                                 "the spec's MTP modules or 'draft=SPEC,k=4,acceptance=0.7' with a draft model: "
+                                 "(1 - a^(k+1)) / (1 - a) tokens per step.", rich_help_panel=Help)
+    ] = None,  # fmt: skip
+    disaggregate: Annotated[
+        str | None, typer.Option("--disaggregate", help="Serving: separate prefill and decode instances, "
+                                 "'P:D' per replica (1:3) or 'auto'; the prompt's KV cache crosses the network.",
+                                 rich_help_panel=Help)
+    ] = None,  # fmt: skip
+    attn_dp: Annotated[
+        int | None, typer.Option("--attn-dp", min=1, max=1024, help="Serving: attention data-parallel ranks of "
+                                 "tp GPUs, experts spread over all of them (DeepSeek-V3 style; default: searched "
+                                 "for MoE models, 1 otherwise).", rich_help_panel=Help)
     ] = None,  # fmt: skip
     rate: Annotated[
         float | None,
@@ -90,7 +96,7 @@ def plan_cmd(
         typer.Option(
             "--samples-per-prompt",
             "-n",
-            min=1,
+            min=1, max=2**31 - 1,
             help="Best-of-n samples per request; they share the prompt's KV cache.",
             rich_help_panel=Help,
         ),
@@ -116,24 +122,31 @@ def plan_cmd(
     ] = None,  # fmt: skip
     max_gpus: Annotated[
         int | None,
-        typer.Option("--max-gpus", min=1, help="Cap on the GPUs of the plan (all replicas; a swarm's total)."),
+        typer.Option("--max-gpus", min=1, max=1_000_000,
+                     help="Cap on the GPUs of the plan (all replicas; a swarm's total)."),
     ] = None,  # fmt: skip
     gpus_per_node: Annotated[
-        int, typer.Option("--gpus-per-node", min=1, help="GPUs per node: the largest tensor-parallel group.")
+        int, typer.Option("--gpus-per-node", min=1, max=1_000_000,
+                          help="GPUs per node: the largest tensor-parallel group.")
     ] = 8,  # fmt: skip
     tp: Annotated[
         int | None,
         typer.Option(
-            "--tp", min=1, help="Fix the tensor-parallel degree (default: search powers of two within a node)."
+            "--tp", min=1, max=1_000_000,
+                help="Fix the tensor-parallel degree (default: search powers of two within a node)."
         ),
     ] = None,  # fmt: skip
     pp: Annotated[
-        int | None, typer.Option("--pp", min=1, help="Fix the pipeline-parallel degree (default: search 1, 2, 4, ...).")
+        int | None, typer.Option("--pp", min=1, max=1_000_000,
+                                 help="Fix the pipeline-parallel degree (default: search the powers of two).")
     ] = None,  # fmt: skip
     usd_per_gpu_hour: Annotated[
-        float | None,
+        str | None,
         typer.Option(
-            "--usd-per-gpu-hour", min=0.0, help="Price of one GPU-hour, for cost per 1M tokens and training cost."
+            "--usd-per-gpu-hour",
+            help="Price of one GPU-hour for cost per 1M tokens and training cost: one number for every GPU (2.5) "
+            "or per GPU (h100=2.5,b200=5). Default: the database's published on-demand price (`godprof gpus "
+            "KEY` shows it with its source and date) where it has one.",
         ),
     ] = None,  # fmt: skip
     headroom: Annotated[
@@ -166,7 +179,7 @@ def plan_cmd(
         str,
         typer.Option(
             "--tokens",
-            help="Training tokens (1.4T, 300B) or 'chinchilla' (20 per parameter).",
+            help=f"Training tokens (1.4T, 300B = 3e11) or 'chinchilla' (20 per parameter); {SIZES}.",
             rich_help_panel=TrainHelp,
         ),
     ] = "chinchilla",  # fmt: skip
@@ -198,16 +211,17 @@ def plan_cmd(
         typer.Option("--optimizer", help="Optimizer (state bytes per parameter).", rich_help_panel=TrainHelp),
     ] = OptimizerChoice.adamw,  # fmt: skip
     seq: Annotated[
-        str, typer.Option("--seq", help="Training sequence length (4096, 8k).", rich_help_panel=TrainHelp)
+        str, typer.Option("--seq", help=f"Training sequence length (4096, 8Ki); {SIZES}.", rich_help_panel=TrainHelp)
     ] = "4096",  # fmt: skip
     micro_batch: Annotated[
-        int, typer.Option("--micro-batch", min=1, help="Sequences per GPU per micro-step.", rich_help_panel=TrainHelp)
+        int, typer.Option("--micro-batch", min=1, max=2**31 - 1,
+                          help="Sequences per GPU per micro-step.", rich_help_panel=TrainHelp)
     ] = 1,  # fmt: skip
     global_batch_tokens: Annotated[
         str,
         typer.Option(
             "--global-batch-tokens",
-            help="Tokens per optimizer step (caps data parallelism; 4M = 4e6).",
+            help=f"Tokens per optimizer step (caps data parallelism; 4Mi = 4,194,304, 4M = 4e6); {SIZES}.",
             rich_help_panel=TrainHelp,
         ),
     ] = "4194304",  # fmt: skip
@@ -233,11 +247,54 @@ def plan_cmd(
         int | None,
         typer.Option(
             "--cluster-gpus",
-            min=1,
-            help="GPUs for the run (default: the smallest count that fits).",
+            min=1, max=1_000_000,
+            help="GPUs for the run (default: the smallest count that fits); the layout search evaluates every "
+            "tp x pp that divides it at dp = GPUs / (tp x pp).",
             rich_help_panel=TrainHelp,
         ),
     ] = None,  # fmt: skip
+    ep: Annotated[
+        int | None,
+        typer.Option("--ep", min=1, help="Expert-parallel degree, independent of --tp (serving: it divides tp x "
+                     "attn-dp, default all of them; training: experts placed "
+                     "whole over ep of the tp x dp GPUs of a stage; DeepSeek-V3: --pp 16 --ep 64). Default: the "
+                     "widest that divides tp x dp and the experts.", rich_help_panel=TrainHelp),
+    ] = None,  # fmt: skip
+    grad_dtype: Annotated[
+        str,
+        typer.Option("--grad-dtype", help="Gradient accumulation dtype: fp32 (DeepSpeed and Megatron-LM's default: "
+                     "Adam mixed precision 18 B/param) or bf16 (16 B/param, the ZeRO paper's figure).",
+                     rich_help_panel=TrainHelp),
+    ] = "fp32",  # fmt: skip
+    dropout: Annotated[
+        float,
+        typer.Option("--dropout", min=0.0, max=0.99, help="Dropout probability; above 0 the 1-byte masks of the "
+                     "residual (and, without flash attention, attention) dropouts are kept for backward.",
+                     rich_help_panel=TrainHelp),
+    ] = 0.0,  # fmt: skip
+    recompute_layers: Annotated[
+        int | None,
+        typer.Option("--recompute-layers", min=0, help="Partial recomputation: fully recompute the first N layers "
+                     "of each pipeline stage (Megatron-LM's --recompute-num-layers, block method); the others follow "
+                     "--recompute.", rich_help_panel=TrainHelp),
+    ] = None,  # fmt: skip
+    offload_optimizer: Annotated[
+        bool,
+        typer.Option("--offload-optimizer/--no-offload-optimizer", help="ZeRO-Offload: keep the optimizer state "
+                     "(fp32 master, Adam moments) in CPU memory; the plan reports the host bytes per GPU.",
+                     rich_help_panel=TrainHelp),
+    ] = False,  # fmt: skip
+    prefill_chunk: Annotated[
+        int,
+        typer.Option("--prefill-chunk", min=0, help="Serving: tokens per prefill pass (chunked prefill, vLLM's "
+                     "max_num_batched_tokens); activations are the largest pass's. 0: no chunking.",
+                     rich_help_panel=Help),
+    ] = 8192,  # fmt: skip
+    logits: Annotated[
+        str,
+        typer.Option("--logits", help="Serving: logits kept in a prefill pass, last (one per sequence) or all.",
+                     rich_help_panel=Help),
+    ] = "last",  # fmt: skip
     fmt: Annotated[
         PlanFormat,
         typer.Option(
@@ -253,10 +310,20 @@ def plan_cmd(
             "--output", "-o", help="Write the report to this file instead of stdout.", rich_help_panel=OutHelp
         ),
     ] = None,  # fmt: skip
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite --output if it exists (never an input file).", rich_help_panel=OutHelp),
+    ] = False,  # fmt: skip
     plot: Annotated[
         bool,
         typer.Option("--plot/--no-plot", help="Embed a figure in md/html (needs matplotlib).", rich_help_panel=OutHelp),
     ] = True,  # fmt: skip
+    embed_plot: Annotated[
+        bool,
+        typer.Option("--embed-plot", help="Markdown: inline the figure as a data: URI instead of writing FILE.png "
+                     "beside the -o FILE.md (GitHub and most wikis do not show data: URIs).",
+                     rich_help_panel=OutHelp),
+    ] = False,  # fmt: skip
 ) -> None:
     """How many GPUs, of which kind, laid out how, at what latency, energy and cost: serving, training,
     or a swarm of specialists against one dense model.
@@ -278,19 +345,30 @@ def plan_cmd(
 
     Examples:
 
+    \b
       godprof plan llama-3-8b --gpu h100 --concurrency 64 --slo-tpot 50ms
-
-      godprof plan mixtral-8x7b --gpu h100,a100-80gb,mi300x --rate 20 --usd-per-gpu-hour 2.5
-
-      godprof plan llama-3-8b --workload examples/workload-chat.yaml --format html -o plan.html
-
-      godprof plan llama-3-8b --train --tokens 15T --gpu h100 --zero 3 --cluster-gpus 1024
-
-      godprof plan examples/swarm.yaml --gpu h100 --against llama-3-70b --format md
+      godprof plan mixtral-8x7b --gpu h100,mi300x --rate 20 --usd-per-gpu-hour 2.5
+      godprof plan llama-3-8b -w examples/workload-chat.yaml -f html -o plan.html
+      godprof plan llama-3-8b -f md -o plan.md     # and plan.png beside it
+      godprof plan llama-3-8b --train --tokens 15T --zero 3 --cluster-gpus 1024
+      godprof plan examples/swarm.yaml --against llama-3-70b --format md
     """
     from dataclasses import replace
 
     with guard():
+        for opt, value in (("--rate", rate), ("--dropout", dropout), ("--headroom", headroom),
+                           ("--idle-power-fraction", idle_power), ("--mfu", mfu),
+                           ("--failure-rate-per-gpu-hour", failure_rate),
+                           ("--checkpoint-write-s", checkpoint_write_s)):  # fmt: skip
+            if value is not None and not -1e300 < value < 1e300:  # NaN and infinity pass click's FloatRange
+                raise ValueError(f"{opt}: must be a finite number, got {value}")
+        if output is not None:
+            from godprof.checker import check_output
+
+            check_output(output, [spec, workload, against, *(gpu_file or [])], force)
+            if fmt == PlanFormat.md and plot and not embed_plot:  # the figure goes beside the .md
+                check_output(output.with_suffix(".png"), [spec, workload, against, *(gpu_file or [])], force,
+                             "--output (its figure)")  # fmt: skip
         from godprof.gpus import load_gpu
         from godprof.plan.serving import ServeOptions
         from godprof.plan.swarm import is_swarm_file
@@ -299,6 +377,16 @@ def plan_cmd(
         gpus = [load_gpu(n.strip(), gpu_file or ()) for n in gpu.split(",") if n.strip()]
         if not gpus:
             raise ValueError("--gpu: give at least one GPU name")
+        usd, usd_by_gpu = None, None
+        if usd_per_gpu_hour is not None:
+            from godprof.plan.power import parse_prices
+
+            usd, named = parse_prices(usd_per_gpu_hour)
+            usd_by_gpu = {load_gpu(n, gpu_file or ()).key: v for n, v in named.items()} or None
+        for g in gpus:  # a minimal user GPU file serves the roofline, not power or multi-GPU links
+            if g.omitted:
+                raise ValueError(f"{g.path}: plan needs {' and '.join(g.omitted)} (power and energy; links "
+                                 "between GPUs); add them to the file")  # fmt: skip
         swarm = is_swarm_file(spec)
         swarm_file = None
         base: ServingWorkload | None = None
@@ -317,8 +405,9 @@ def plan_cmd(
                 over[key] = val
         if concurrency is not None and rate is not None:
             raise ValueError("give either --concurrency or --rate, not both")
-        if concurrency is not None:
-            over.update(concurrency=concurrency, rate_per_s=None)
+        conc_max = concurrency is not None and concurrency.strip().lower() == "max"
+        if concurrency is not None and not conc_max:
+            over.update(concurrency=parse_count(concurrency, "--concurrency"), rate_per_s=None)
         if rate is not None:
             if rate <= 0:
                 raise ValueError("--rate must be positive")
@@ -337,103 +426,34 @@ def plan_cmd(
         if train:
             if swarm:
                 raise ValueError("--train plans one model; give a spec, not a swarm file")
-            result, kind = _train(spec, gpus, dt, tokens, mfu, zero, recompute.value, optimizer.value, seq, micro_batch,
-                                  global_batch_tokens, failure_rate, checkpoint_write_s, cluster_gpus, max_gpus,
-                                  gpus_per_node, usd_per_gpu_hour, headroom, idle_power, tp, pp), "train"  # fmt: skip
+            result, kind = train_plan(spec, gpus, dt, tokens, mfu, zero, recompute.value, optimizer.value, seq,
+                                      micro_batch, global_batch_tokens, failure_rate, checkpoint_write_s,
+                                      cluster_gpus, max_gpus, gpus_per_node, usd, headroom, idle_power, tp, pp,
+                                      dict(ep=ep, grad_dtype=grad_dtype, dropout=dropout,
+                                           recompute_layers=recompute_layers, offload_optimizer=offload_optimizer,
+                                           usd_per_gpu_hour_by_gpu=usd_by_gpu)), "train"  # fmt: skip
         else:
             opts = ServeOptions(
                 dtype=dt, kv_dtype=kv, max_gpus=max_gpus, gpus_per_node=gpus_per_node, headroom=headroom,
-                usd_per_gpu_hour=usd_per_gpu_hour, idle_fraction=idle_power, tp=tp, pp=pp,
+                usd_per_gpu_hour=usd, idle_fraction=idle_power, tp=tp, pp=pp, usd_per_gpu_hour_by_gpu=usd_by_gpu,
+                prefill_chunk_tokens=prefill_chunk or None, logits=logits,
+                **serve_semantics(max_batch, conc_max, prefix_hit_rate, speculative, disaggregate, attn_dp, ep),
             )  # fmt: skip
             if swarm:
                 assert swarm_file is not None
-                result, kind = _swarm(swarm_file, gpus, wl, opts, against), "swarm"
+                result, kind = swarm_plan(swarm_file, gpus, wl, opts, against), "swarm"
             else:
                 if against is not None:
                     raise ValueError("--against compares a swarm file with a dense model; give a swarm file")
                 from godprof.cli.common import load
                 from godprof.plan.serving import plan_serving
 
-                result, kind = plan_serving(load(spec), gpus, wl, opts), "serve"
-    _emit(kind, result, fmt, output, plot)
+                draft = load(opts.speculative.draft) if opts.speculative and opts.speculative.draft else None
+                result, kind = plan_serving(load(spec), gpus, wl, opts, draft), "serve"
+    emit_plan(kind, result, fmt, output, plot, embed_plot)
     if not result.fits:
         from godprof.cli.common import err_console
 
         err_console().print(f"does not fit: {result.missing}", style="bold red", markup=False, highlight=False,
                             soft_wrap=True)  # fmt: skip
         raise typer.Exit(int(ExitCode.DOES_NOT_FIT))
-
-
-def _train(spec_ref, gpus, dtype, tokens, mfu, zero, recompute, optimizer, seq, micro_batch, global_batch_tokens,
-           failure_rate, checkpoint_write_s, cluster_gpus, max_gpus, gpus_per_node, usd, headroom, idle, tp,
-           pp):  # fmt: skip
-    from godprof.cli.common import load
-    from godprof.plan.training import LLAMA3_FAILURES_PER_GPU_HOUR, TrainConfig, plan_training
-    from godprof.report.format import parse_size
-
-    n_tokens = None if tokens.strip().lower() == "chinchilla" else parse_count(tokens, "--tokens")
-    try:
-        seq_len = parse_size(seq)
-    except ValueError as e:
-        raise ValueError(f"--seq: {e}") from None
-    cfg = TrainConfig(
-        tokens=n_tokens, seq=seq_len, micro_batch=micro_batch,
-        global_batch_tokens=parse_count(global_batch_tokens, "--global-batch-tokens"), dtype=dtype,
-        optimizer=optimizer, recompute=recompute, zero=zero, mfu=mfu,
-        failure_rate_per_gpu_hour=LLAMA3_FAILURES_PER_GPU_HOUR if failure_rate is None else failure_rate,
-        checkpoint_write_s=checkpoint_write_s or None, headroom=headroom, max_gpus=max_gpus,
-        gpus_per_node=gpus_per_node, cluster_gpus=cluster_gpus, usd_per_gpu_hour=usd, idle_fraction=idle, tp=tp,
-        pp=pp,
-    )  # fmt: skip
-    s = load(spec_ref)
-    plans = [plan_training(s, g, cfg) for g in gpus]
-    plans.sort(key=lambda p: (not p.fits, p.gpu_hours * (p.gpu.tdp_w if usd is None else 1)))
-    best = plans[0]
-    best.other_gpus = plans[1:]  # type: ignore[attr-defined]
-    return best
-
-
-def _swarm(swarm_file, gpus, wl, opts, against):
-    from godprof.cli.common import load
-    from godprof.plan.swarm import plan_swarm
-
-    refs = {m.spec_ref for m in swarm_file.members} | ({swarm_file.router_ref} if swarm_file.router_ref else set())
-    specs = {r: load(r) for r in sorted(refs)}
-    return plan_swarm(swarm_file, specs, gpus, wl, opts, load(against) if against else None)
-
-
-def _emit(kind: str, result: Any, fmt: PlanFormat, output: Path | None, plot: bool) -> None:
-    import sys
-
-    if fmt == PlanFormat.json:
-        data = result.to_dict()
-        others = getattr(result, "other_gpus", None)
-        if others:
-            data["other_gpus"] = [
-                {"gpu": o.gpu.key, "fits": o.fits, "gpu_hours": o.gpu_hours,
-                 "gpus": o.chosen.layout.gpus if o.chosen else None} for o in others
-            ]  # fmt: skip
-        if output is not None:
-            import json
-
-            output.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        else:
-            emit_json(data)
-        return
-    from godprof.plan import report
-
-    if fmt in (PlanFormat.md, PlanFormat.html):
-        text = (report.markdown_report if fmt == PlanFormat.md else report.html_report)(kind, result, plot=plot)
-        if output is not None:
-            output.write_text(text, encoding="utf-8")
-        else:
-            sys.stdout.write(text)
-        return
-    tables = {"serve": report.serve_tables, "train": report.train_tables, "swarm": report.swarm_tables}[kind](result)
-    if output is not None:
-        output.write_text("\n".join(t.to_markdown() for t in tables), encoding="utf-8")
-        return
-    from godprof.cli.common import console
-
-    for t in tables:
-        console().print(t.to_rich())

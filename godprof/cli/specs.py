@@ -41,11 +41,13 @@ def catalogue_records(specs: list[Spec]) -> list[dict[str, Any]]:
                 "name": s.name,
                 "family": s.family,
                 "num_layers": s.model.num_layers,
-                "params_total": c.total,
-                "params_active": c.active,
-                "published_total": p.params_total if p else None,
-                "published_active": p.params_active if p else None,
-                "published_tolerance": p.tolerance if p else None,
+                "path": s.path,
+                "params": {"total": c.total, "active": c.active},
+                "published": {
+                    "total": p.params_total if p else None,
+                    "active": p.params_active if p else None,
+                    "tolerance": p.tolerance if p else None,
+                },
                 "source": s.source,
                 "description": s.description,
             }
@@ -59,8 +61,8 @@ def catalogue_table(records: list[dict[str, Any]]) -> Table:
 
     t = Table(
         "Bundled specs",
-        ["name", "family", "layers", "total", "active", "published total", "published active"],
-        caption="Counts are exact (godprof.analytic); published figures are the vendors', as rounded. "
+        ["name", "family", "layers", "total", "active", "published"],
+        caption="Counts are exact (godprof.analytic); published: the vendors' total / active, as rounded. "
         "`godprof estimate NAME` for memory and FLOPs.",
     )
     for r in records:
@@ -68,10 +70,10 @@ def catalogue_table(records: list[dict[str, Any]]) -> Table:
             r["name"],
             r["family"],
             r["num_layers"],
-            fmt_params(r["params_total"]),
-            fmt_params(r["params_active"]),
-            fmt_params(r["published_total"]),
-            fmt_params(r["published_active"]),
+            fmt_params(r["params"]["total"]),
+            fmt_params(r["params"]["active"]),
+            " / ".join(fmt_params(r["published"][k]) for k in ("total", "active") if r["published"][k])
+            or "-",
         )
     return t
 
@@ -80,7 +82,8 @@ FamilyOpt = Annotated[str | None, typer.Option("--family", help="Only this famil
 FormatOpt = Annotated[TableJson, typer.Option("--format", "-f", help="table, or json (stable keys).")]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(help="A Hugging Face config.json (read from disk; nothing is downloaded).", show_default=False),
+    typer.Argument(help="A Hugging Face config.json, or the model folder holding it (read from disk; nothing is "
+                   "downloaded).", show_default=False),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the spec to this file (default: standard output).")
@@ -99,10 +102,9 @@ def specs_cmd(family: FamilyOpt = None, fmt: FormatOpt = TableJson.table) -> Non
 
     Examples:
 
+    \b
       godprof specs
-
       godprof specs --family moe --format json
-
       godprof estimate deepseek-v3 --dtype fp8
     """
     from godprof.spec import FAMILIES
@@ -113,7 +115,7 @@ def specs_cmd(family: FamilyOpt = None, fmt: FormatOpt = TableJson.table) -> Non
         specs = [s for s in bundled_specs() if family is None or s.family == family]
         records = catalogue_records(specs)
     if fmt == TableJson.json:
-        emit_json(records)
+        emit_json({"schema": "godprof.specs/1", "specs": records})
         return
     emit_tables([catalogue_table(records)], fmt)
 
@@ -128,10 +130,9 @@ def import_cmd(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None
 
     Examples:
 
+    \b
       godprof import ~/models/Qwen3-8B/config.json -o qwen3-8b.yaml
-
       godprof import config.json | less
-
       godprof estimate ~/models/Mixtral-8x7B-v0.1/config.json --seq 32k
     """
     from godprof.analytic import count_params
@@ -141,6 +142,12 @@ def import_cmd(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None
     from godprof.spec import parse_spec, parse_spec_text
 
     with guard():
+        if config.is_dir():  # a model folder (a downloaded checkpoint) holding its config.json
+            config = config / "config.json"
+        if output is not None:
+            from godprof.checker import check_output
+
+            check_output(output, [config], force)
         if not config.is_file():
             raise NotFoundError(f"no such file: {config}")
         doc = spec_document_from_hf_config(read_config_file(config), str(config), name)
@@ -153,8 +160,6 @@ def import_cmd(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None
         if output is None:
             typer.echo(text, nl=False)
             return
-        if output.exists() and not force:
-            fail(f"{output} exists; pass --force to overwrite it")
         output.write_text(text, encoding="utf-8")
     err_console().print(
         f"wrote {output}: {spec.name} ({spec.family}), {spec.model.num_layers} layers, "

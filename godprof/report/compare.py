@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from godprof.analytic import flops as F
+from godprof.analytic import inference_memory as IM
 from godprof.analytic import memory as M
 from godprof.analytic import roofline as R
 from godprof.analytic.params import ParamCounts, count_params
 from godprof.analytic.workload import Workload
-from godprof.dtypes import get_dtype
+from godprof.dtypes import DType, get_dtype
 from godprof.report.format import fmt_bytes, fmt_flops, fmt_int, fmt_params, fmt_seconds
 from godprof.report.table import Table, flatten
 
@@ -28,14 +29,21 @@ if TYPE_CHECKING:
     from godprof.gpus import GPU
     from godprof.spec import Layer, Spec
 
-COMPARE_SCHEMA = "godprof.compare/1"
-SWEEP_SCHEMA = "godprof.sweep/1"
+COMPARE_SCHEMA = "godprof.compare/2"  # /2: records inside an object ({schema, records}), a grid of setups
+SWEEP_SCHEMA = "godprof.sweep/2"  # /2: points name their gpu and dtype; ``setups`` lists each GPU x dtype
 
-ACTIVATIONS_NOTE = (
-    f"fit = weights + KV cache + SSM state + activations of one prefill chunk (one sequence, at most "
-    f"{R.PREFILL_CHUNK_TOKENS:,} tokens, flash attention, last-position logits) within the GPU memory, "
-    "no reserve for the CUDA context"
-)
+
+
+def activations_note(model: IM.MemoryModel = IM.DEFAULT_MODEL) -> str:
+    """How "fits" is decided: the shared inference memory model (``godprof.analytic.inference_memory``)."""
+    return (
+        f"fit = weights + KV cache + SSM state + activations of the largest prefill pass ({model.describe()}, "
+        f"flash attention) + runtime overheads (CUDA context, workspaces) within the GPU memory less "
+        f"{model.headroom:.0%}"
+    )
+
+
+ACTIVATIONS_NOTE = activations_note()
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Setup:
     dtype: str = "bf16"
     kv_dtype: str | None = None
     eff: R.Efficiency | None = None
+    model: IM.MemoryModel = IM.DEFAULT_MODEL  # the shared inference memory model
 
     def __post_init__(self) -> None:
         Workload(batch=self.batch, seq=self.context, dtype=self.dtype, kv_dtype=self.kv_dtype)  # validates
@@ -58,7 +67,8 @@ class Setup:
 
     def workload_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "context": self.context, "dtype": get_dtype(self.dtype).name,
-                "kv_dtype": self.cache_dtype}  # fmt: skip
+                "kv_dtype": self.cache_dtype, "logits": self.model.logits,
+                "prefill_chunk_tokens": self.model.prefill_chunk_tokens}  # fmt: skip
 
     def roofline_dict(self) -> dict[str, Any]:
         r = R.rates(self.gpu, self.dtype, self.eff)
@@ -68,8 +78,25 @@ class Setup:
             "compute_dtype": r.compute_dtype,
             "flops_per_s": r.flops_per_s,
             "bytes_per_s": r.bytes_per_s,
-            "basis": r.basis,
+            "basis": r.basis if self.eff is not None else EXPECTED_BASIS,
+            "peak_flops_per_s": self.gpu.peak_flops(r.compute_dtype),  # the speed-of-light rates
+            "peak_bytes_per_s": self.gpu.hbm_bandwidth_bytes_per_s,
         }
+
+
+EXPECTED_BASIS = "bound at 100% of the datasheet; expected from per-operation efficiencies (efficiency.yaml)"
+
+
+def latency_dict(pre: Any, dec: Any, ttft: float, tpot: float) -> dict[str, float]:
+    """Bound (speed of light) and % of it beside the expected TTFT/TPOT (``step_time.StepTime``s)."""
+    return {
+        "ttft_bound_s": pre.bound_s,
+        "ttft_expected_s": ttft,
+        "ttft_sol_percent": 100 * pre.bound_s / ttft,
+        "tpot_bound_s": dec.bound_s,
+        "tpot_expected_s": tpot,
+        "tpot_sol_percent": 100 * dec.bound_s / tpot,
+    }
 
 
 def _spec_dict(spec: Spec) -> dict[str, Any]:
@@ -83,26 +110,20 @@ def compare_record(spec: Spec, setup: Setup, counts: ParamCounts | None = None) 
     g, b, ctx, dt, kvd = s.gpu, s.batch, s.context, s.dtype, s.kv_dtype
     cdt = get_dtype(s.cache_dtype)
     weights = M.weights_bytes(c, get_dtype(dt))
-    kv = M.kv_cache_bytes(spec, b, ctx, cdt)
-    state = M.ssm_state_bytes(spec, b, cdt)
-    acts = R.activation_bytes(spec, ctx, dt)
+    memory = IM.inference_memory(spec, weights, b, ctx, ctx, dt, cdt, s.model)
+    kv, state = memory["kv_cache_bytes"], memory["ssm_state_bytes"]
     prefill = R.prefill_flops(spec, c, b, ctx)
-    ttft = R.prefill_time_s(spec, c, g, b, ctx, dt, s.eff, kv_dtype=kvd)
-    tpot = R.decode_step_time_s(spec, c, g, b, ctx, dt, kvd, s.eff)
+    pre, dec = R.prefill_step(spec, c, g, b, ctx, dt, kvd), R.decode_step(spec, c, g, b, ctx, dt, kvd)
+    ttft = pre.expected_s if s.eff is None else R.prefill_time_s(spec, c, g, b, ctx, dt, s.eff, kv_dtype=kvd)
+    tpot = dec.expected_s if s.eff is None else R.decode_step_time_s(spec, c, g, b, ctx, dt, kvd, s.eff)
     return {
-        "schema": COMPARE_SCHEMA,
         "spec": _spec_dict(spec),
         "workload": s.workload_dict(),
         "params": {"total": c.total, "active": c.active},
         "memory": {
-            "weights_bytes": weights,
-            "kv_bytes_per_token": M.kv_bytes_per_token(spec, cdt),
+            **memory,  # the keys estimate reports, from the same function (inference_memory.memory_record)
             "ssm_state_bytes_per_sequence": M.ssm_state_bytes(spec, 1, cdt),
-            "kv_cache_bytes": kv,
-            "ssm_state_bytes": state,
             "cache_bytes": kv + state,
-            "activations_bytes": acts,
-            "serving_bytes": weights + kv + state + acts,
         },
         "flops": {
             "prefill": prefill,
@@ -114,23 +135,44 @@ def compare_record(spec: Spec, setup: Setup, counts: ParamCounts | None = None) 
             **s.roofline_dict(),
             "ttft_s": ttft,
             "tpot_s": tpot,
+            **latency_dict(pre, dec, ttft, tpot),
             "decode_tokens_per_s": b / tpot,
             "decode_bytes": R.decode_bytes(spec, c, b, ctx, dt, kvd),
             "decode_bound": R.decode_bound(spec, c, g, b, ctx, dt, kvd, s.eff),
         },
         "fit": {
-            "gpu_memory_bytes": g.memory_bytes,
-            "fits": weights + kv + state + acts <= g.memory_bytes,
-            "max_context_batch1": R.max_context(spec, c, g, 1, dt, kvd),
-            "max_batch_at_context": R.max_batch(spec, c, g, ctx, dt, kvd),
+            **IM.fit_record(g, memory["total_bytes"], s.model),
+            "max_context_batch1": R.max_context(spec, c, g, 1, dt, kvd, model=s.model),
+            "max_batch_at_context": R.max_batch(spec, c, g, ctx, dt, kvd, model=s.model),
             "gpus_for_weights": R.gpus_for_weights(c, g, dt),
         },
     }
 
 
-def compare(specs: Sequence[Spec], setup: Setup) -> list[dict[str, Any]]:
-    """Records for several specs (``count_params`` once per spec)."""
-    return [compare_record(s, setup) for s in specs]
+def compare(specs: Sequence[Spec], setup: Setup | Sequence[Setup]) -> list[dict[str, Any]]:
+    """Records for several specs under one setup, or under each of several (a GPU x dtype grid: setup-major
+    order); ``count_params`` once per spec."""
+    setups = [setup] if isinstance(setup, Setup) else list(setup)
+    counts = [count_params(s) for s in specs]
+    return [compare_record(s, st, c) for st in setups for s, c in zip(specs, counts, strict=True)]
+
+
+def compare_document(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document of ``godprof compare``: ``{schema, records}``, one record per spec and setup."""
+    return {"schema": COMPARE_SCHEMA, "records": records}
+
+
+def compare_grid_table(records: list[dict[str, Any]], setups: Sequence[Setup]) -> Table:
+    """A spec x (GPU, dtype) summary of a grid: roofline TPOT and GPUs to hold the weights per cell."""
+    cols = [f"{st.gpu.key} {get_dtype(st.dtype).name}" for st in setups]
+    t = Table("Grid: TPOT at the context (GPUs to hold the weights)", ["spec"] + cols)
+    n = len(records) // max(1, len(setups))
+    for i in range(n):
+        row = [records[j * n + i] for j in range(len(setups))]
+        t.add(row[0]["spec"]["name"], *(f"{fmt_seconds(d['roofline']['tpot_s'])} "
+                                          f"({d['fit']['gpus_for_weights']})" for d in row))  # fmt: skip
+    t.caption = "One full table per GPU and dtype follows; `--format json` holds every record."
+    return t
 
 
 # --------------------------------------------------------------------------- compare table
@@ -138,6 +180,16 @@ def compare(specs: Sequence[Spec], setup: Setup) -> list[dict[str, Any]]:
 
 def _max_ctx(v: int | None) -> str:
     return "no limit" if v is None else ("does not fit" if v == 0 else f"{v:,}")
+
+
+def _with_sol(p: dict[str, Any], phase: str) -> str:
+    """A sweep point's expected TTFT or TPOT and, when known, its % of speed of light."""
+    pct = p.get(f"{phase}_sol_percent")
+    return fmt_seconds(p[f"{phase}_s"]) + ("" if pct is None else f" ({pct:.0f}%)")
+
+
+def _pct(v: float) -> str:
+    return f"{v:.0f}%"
 
 
 # label, value getter, formatter, better ("low", "high" or None)
@@ -153,7 +205,7 @@ def _rows(batch: int, ctx: int) -> list[_Row]:
         ("KV cache per token", lambda d: d[m]["kv_bytes_per_token"], fmt_bytes, "low"),
         ("SSM state per sequence", lambda d: d[m]["ssm_state_bytes_per_sequence"], fmt_bytes, "low"),
         (f"KV + state at {ctx:,} x {batch}", lambda d: d[m]["cache_bytes"], fmt_bytes, "low"),
-        ("weights + cache + activations", lambda d: d[m]["serving_bytes"], fmt_bytes, "low"),
+        ("weights + cache + activations", lambda d: d[m]["total_bytes"], fmt_bytes, "low"),
         (f"prefill FLOPs per token ({ctx:,})", lambda d: d[f]["prefill_per_token"], fmt_flops, "low"),
         (
             f"decode FLOPs per token (at {ctx:,})",
@@ -161,8 +213,12 @@ def _rows(batch: int, ctx: int) -> list[_Row]:
             fmt_flops,
             "low",
         ),  # fmt: skip
-        ("TTFT (roofline prefill)", lambda d: d[r]["ttft_s"], fmt_seconds, "low"),
-        ("TPOT (roofline decode step)", lambda d: d[r]["tpot_s"], fmt_seconds, "low"),
+        ("TTFT expected (prefill)", lambda d: d[r]["ttft_s"], fmt_seconds, "low"),
+        ("TTFT speed of light", lambda d: d[r]["ttft_bound_s"], fmt_seconds, "low"),
+        ("TTFT % of speed of light", lambda d: d[r]["ttft_sol_percent"], _pct, "high"),
+        ("TPOT expected (decode step)", lambda d: d[r]["tpot_s"], fmt_seconds, "low"),
+        ("TPOT speed of light", lambda d: d[r]["tpot_bound_s"], fmt_seconds, "low"),
+        ("TPOT % of speed of light", lambda d: d[r]["tpot_sol_percent"], _pct, "high"),
         ("decode tokens/s (batch)", lambda d: d[r]["decode_tokens_per_s"], lambda x: f"{x:,.0f}", "high"),
         ("decode bound by", lambda d: d[r]["decode_bound"], str, None),
         ("max context at batch 1", lambda d: d[fit]["max_context_batch1"], _max_ctx, "high"),
@@ -194,17 +250,20 @@ def compare_table(records: list[dict[str, Any]], setup: Setup) -> Table:
             best = min(keys) if better == "low" else max(keys)
             if not all(k == best for k in keys):
                 t.highlight.update((i, j + 1) for j, k in enumerate(keys) if k == best)
+    rates = (f"expected at {rd['flops_per_s'] / 1e12:,.0f} TFLOP/s and {rd['bytes_per_s'] / 1e12:.2f} TB/s "
+             f"({rd['basis']})" if setup.eff is not None else "expected from per-operation efficiencies")  # fmt: skip
     t.caption = (
-        f"Roofline on {rd['compute_dtype']} at {rd['flops_per_s'] / 1e12:,.0f} TFLOP/s and "
-        f"{rd['bytes_per_s'] / 1e12:.2f} TB/s ({rd['basis']}); TTFT and TPOT are one-GPU bounds even where the "
+        f"Latency on {rd['compute_dtype']}: speed of light at the datasheet's "
+        f"{rd['peak_flops_per_s'] / 1e12:,.0f} TFLOP/s and {rd['peak_bytes_per_s'] / 1e12:.2f} TB/s, {rates}; "
+        "TTFT and TPOT are one-GPU times even where the "
         "weights need more GPUs (N-way tensor parallelism divides them by at most N). "
-        f"{ACTIVATIONS_NOTE}. Best value per row in bold."
+        f"{activations_note(setup.model)}. Best value per row in bold."
     )
     return t
 
 
 def compare_csv_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [flatten({k: v for k, v in d.items() if k != "schema"}) for d in records]
+    return [flatten(d) for d in records]
 
 
 # --------------------------------------------------------------------------- sweep
@@ -269,15 +328,15 @@ class _Grouped:
         base = fn(self._empty)
         return base + sum(n * (fn(one) - base) for n, one in self._kinds)
 
-    def kv_cache_bytes(self, batch: int, context: int, bits: int) -> int:
+    def kv_cache_bytes(self, batch: int, context: int, dtype: DType) -> int:
         """== memory.kv_cache_bytes: per-layer elements x cached tokens, summed, rounded up to bytes once."""
-        elements = sum(n * M.kv_elements_per_token(lay) * M.cached_tokens(lay, context) for n, lay in self._kv)
-        return -((-batch * elements * bits) // 8)
+        elements = sum(n * lay.mixer.kv_elements(context) for n, lay in self._kv)
+        return dtype.cache_nbytes(batch * elements)
 
-    def kv_read_bytes(self, batch: int, context: int, bits: int) -> int:
+    def kv_read_bytes(self, batch: int, context: int, dtype: DType) -> int:
         """== memory.kv_read_bytes: what one decode step reads of the cache."""
         elements = sum(n * lay.mixer.decode_read_elements(context) for n, lay in self._kv)
-        return -((-batch * elements * bits) // 8)
+        return dtype.cache_nbytes(batch * elements)
 
 
 def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence[int]) -> list[dict[str, Any]]:
@@ -300,49 +359,77 @@ def sweep_records(spec: Spec, setup_batches: Sequence[Setup], contexts: Sequence
         touched = R.weights_touched_bytes(full, c, b, dt, rows=b)
         state = M.ssm_state_bytes(full, b, cdt)
         ssm_decode = F.ssm_decode_flops_per_token(full)
-        chunk_acts = R.activation_bytes(grp.unique, R.PREFILL_CHUNK_TOKENS, dt)
+        usable = IM.usable_bytes(g, s.model)
+        acts_by_pass: dict[tuple[int, int], int] = {}  # activations per prefill pass shape
         for ctx in contexts:
-            kv = grp.kv_cache_bytes(b, ctx, cdt.bits)
-            acts = chunk_acts if ctx >= R.PREFILL_CHUNK_TOKENS else R.activation_bytes(grp.unique, ctx, dt)
+            kv = grp.kv_cache_bytes(b, ctx, cdt)
+            shape = IM.prefill_pass(b, ctx, s.model.prefill_chunk_tokens)
+            if shape not in acts_by_pass:
+                acts_by_pass[shape] = R.activation_bytes(grp.unique, ctx, dt, b, s.model)
+            acts = acts_by_pass[shape]
             decode_tok = grp.sum(lambda sp, ctx=ctx: F.decode_flops_per_token(sp, c, ctx))
             prefill = grp.sum(lambda sp, ctx=ctx, b=b: R.prefill_flops(sp, c, b, ctx))
             # identical to R.decode_step_time_s / R.prefill_time_s, with the per-batch terms hoisted
-            decode_bytes = touched + grp.kv_read_bytes(b, ctx, cdt.bits) + 2 * state
-            tpot = max(b * (decode_tok + ssm_decode) / r.flops_per_s, decode_bytes / r.bytes_per_s)
+            decode_bytes = touched + grp.kv_read_bytes(b, ctx, cdt) + 2 * state
             prefill_bytes = R.weights_touched_bytes(full, c, b * ctx, dt, rows=b * ctx) + kv + state
-            ttft = max(prefill / r.flops_per_s, prefill_bytes / r.bytes_per_s)
+            peak_f, peak_b = g.peak_flops(r.compute_dtype), g.hbm_bandwidth_bytes_per_s
+            tpot_bound = max(b * (decode_tok + ssm_decode) / peak_f, decode_bytes / peak_b)
+            ttft_bound = max(prefill / peak_f, prefill_bytes / peak_b)
+            if s.eff is None:  # the per-operation model (R.decode_step / R.prefill_step)
+                tpot = R.decode_step(full, c, g, b, ctx, dt, s.kv_dtype).expected_s
+                ttft = R.prefill_step(full, c, g, b, ctx, dt, s.kv_dtype).expected_s
+            else:
+                tpot = max(b * (decode_tok + ssm_decode) / r.flops_per_s, decode_bytes / r.bytes_per_s)
+                ttft = max(prefill / r.flops_per_s, prefill_bytes / r.bytes_per_s)
             serving = weights + kv + state + acts
             out.append({
                 "spec": spec.name,
+                "gpu": g.key,
+                "dtype": get_dtype(dt).name,
                 "batch": b,
                 "context": ctx,
                 "weights_bytes": weights,
                 "kv_cache_bytes": kv,
                 "ssm_state_bytes": state,
                 "cache_bytes": kv + state,
+                "activations_bytes": acts,
                 "serving_bytes": serving,
-                "fits": serving <= g.memory_bytes,
+                "fits": serving <= usable,
                 "prefill_flops": prefill,
                 "decode_flops_per_token": decode_tok + ssm_decode,
                 "ttft_s": ttft,
                 "tpot_s": tpot,
+                "ttft_bound_s": ttft_bound,
+                "tpot_bound_s": tpot_bound,
+                "ttft_sol_percent": 100 * ttft_bound / ttft,
+                "tpot_sol_percent": 100 * tpot_bound / tpot,
             })  # fmt: skip
     return out
 
 
 def sweep(specs: Sequence[Spec], setups: Sequence[Setup], contexts: Sequence[int]) -> dict[str, Any]:
-    """The whole sweep as one JSON document (``godprof.sweep/1``)."""
+    """The whole sweep as one JSON document (``godprof.sweep/2``); setups may differ in GPU and dtype."""
     s0 = setups[0]
     w = s0.workload_dict()
+    grid: dict[tuple[str, str], dict[str, Any]] = {}
+    for st in setups:
+        wd = st.workload_dict()
+        grid.setdefault((st.gpu.key, wd["dtype"]), {
+            "gpu": st.gpu.key, "gpu_name": st.gpu.name, "gpu_memory_bytes": st.gpu.memory_bytes,
+            "dtype": wd["dtype"], "kv_dtype": wd["kv_dtype"], "roofline": st.roofline_dict()})  # fmt: skip
     return {
         "schema": SWEEP_SCHEMA,
-        "gpu": s0.gpu.key,
+        "setups": list(grid.values()),
+        "gpu": s0.gpu.key,  # the first setup's, as the plots' memory line; ``setups`` lists them all
         "gpu_memory_bytes": s0.gpu.memory_bytes,
         "dtype": w["dtype"],
         "kv_dtype": w["kv_dtype"],
         "roofline": s0.roofline_dict(),
+        "memory_model": {"logits": s0.model.logits, "prefill_chunk_tokens": s0.model.prefill_chunk_tokens,
+                         "headroom": s0.model.headroom, "usable_bytes": IM.usable_bytes(s0.gpu, s0.model)},
+        "memory_note": activations_note(s0.model),
         "contexts": list(contexts),
-        "batches": [s.batch for s in setups],
+        "batches": sorted({s.batch for s in setups}),
         "specs": [_spec_dict(sp) for sp in specs],
         "points": [p for sp in specs for p in sweep_records(sp, setups, contexts)],
     }
@@ -361,14 +448,15 @@ def sweep_json(doc: dict[str, Any]) -> str:
 def sweep_tables(doc: dict[str, Any]) -> list[Table]:
     """One table per (spec, batch): memory, FLOPs and roofline latency at each context."""
     tables: list[Table] = []
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, int, str, str], list[dict]] = {}
     for p in doc["points"]:
-        groups.setdefault((p["spec"], p["batch"]), []).append(p)
-    mem = doc["gpu_memory_bytes"]
-    for (name, b), pts in groups.items():
+        groups.setdefault((p["spec"], p["batch"], p["gpu"], p["dtype"]), []).append(p)
+    setups = {(s["gpu"], s["dtype"]): s for s in doc["setups"]}
+    for (name, b, gpu, dtype), pts in groups.items():
+        st = setups[(gpu, dtype)]
+        mem = st["gpu_memory_bytes"]
         t = Table(
-            f"{name} · batch {b} · {doc['roofline']['gpu_name']} ({fmt_bytes(mem)}) · "
-            f"weights {doc['dtype']} · kv {doc['kv_dtype']}",
+            f"{name} · batch {b} · {st['gpu_name']} ({fmt_bytes(mem)}) · weights {dtype} · kv {st['kv_dtype']}",
             [
                 "context",
                 "KV + state",
@@ -383,8 +471,8 @@ def sweep_tables(doc: dict[str, Any]) -> list[Table]:
         for p in pts:
             t.add(f"{p['context']:,}", fmt_bytes(p["cache_bytes"]), fmt_bytes(p["serving_bytes"]),
                   "yes" if p["fits"] else "no", fmt_flops(p["prefill_flops"]),
-                  fmt_flops(p["decode_flops_per_token"]), fmt_seconds(p["ttft_s"]),
-                  fmt_seconds(p["tpot_s"]))  # fmt: skip
-        t.caption = f"Weights {fmt_bytes(pts[0]['weights_bytes'])}. {ACTIVATIONS_NOTE}."
+                  fmt_flops(p["decode_flops_per_token"]), _with_sol(p, "ttft"), _with_sol(p, "tpot"))  # fmt: skip
+        t.caption = (f"Weights {fmt_bytes(pts[0]['weights_bytes'])}. TTFT and TPOT: expected time (its % of "
+                     f"speed of light). {doc.get('memory_note', ACTIVATIONS_NOTE)}.")  # fmt: skip
         tables.append(t)
     return tables

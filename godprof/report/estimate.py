@@ -76,6 +76,18 @@ def estimate_tables(e: Estimate) -> list[Table]:
     mem.add("total", fmt_bytes(e.memory["total_bytes"]), fmt_int(e.memory["total_bytes"]))
     mem.highlight.add((len(mem.rows) - 1, 1))
     captions = []
+    if w.mode == "inference":
+        captions.append(f"Activations: the largest prefill pass ({e.memory_model.describe()})")
+    if e.fit is not None:
+        fit = e.fit
+        mem.add("+ runtime overheads", fmt_bytes(fit["runtime_overhead_bytes"]), fmt_int(fit["runtime_overhead_bytes"]))
+        verdict = "fits" if fit["fits"] else "does NOT fit"
+        free = fit["free_bytes"]
+        captions.append(
+            f"On {fit['gpu']} ({fmt_bytes(fit['gpu_memory_bytes'])}, {fit['headroom']:.0%} kept free, runtime "
+            f"overheads {fmt_bytes(fit['runtime_overhead_bytes'])}): {verdict}, "
+            + (f"{fmt_bytes(free)} free" if free >= 0 else f"{fmt_bytes(-free)} short")
+        )
     if e.memory["kv_bytes_per_token"]:
         captions.append(f"KV cache grows {fmt_bytes(e.memory['kv_bytes_per_token'])} per token per sequence")
     if legend:
@@ -104,3 +116,37 @@ def estimate_record(e: Estimate) -> dict[str, Any]:
     d["params"] = {k: v for k, v in d["params"].items() if k != "by_layer_kind"}
     d["spec"] = {k: v for k, v in d["spec"].items() if k != "layer_kinds"}
     return flatten(d)
+
+
+ESTIMATES_SCHEMA = "godprof.estimates/1"
+
+
+def estimate_grid_document(grid: list[Estimate]) -> dict[str, Any]:
+    """Several estimates of one spec (a --dtype x --gpu grid) as one JSON object: ``{schema, estimates}``,
+    each estimate exactly the ``godprof.estimate/1`` document of the same options."""
+    return {"schema": ESTIMATES_SCHEMA, "estimates": [e.to_dict() for e in grid]}
+
+
+def estimate_grid_table(grid: list[Estimate]) -> Table:
+    """One row per weight format x GPU: weights, KV cache + state, activations, total and, with a GPU, the
+    memory left free (negative: missing)."""
+    gpus = any(e.fit is not None for e in grid)
+    cols = ["weights as", *(["GPU"] if gpus else []), "weights", "KV + state", "activations", "total"]
+    t = Table(f"{grid[0].spec.name}: memory by weight format" + (" and GPU" if gpus else ""),
+              cols + (["free on GPU", "fits"] if gpus else []), keys=2 if gpus else 1)  # fmt: skip
+    for e in grid:
+        m = e.memory
+        w = e.workload
+        name = "as shipped" if e.as_shipped and len(e.weights.by_format) > 1 else w.weight_dtype.name
+        cells = [name, *([e.fit["gpu"] if e.fit else "-"] if gpus else []), fmt_bytes(m["weights_bytes"]),
+                 fmt_bytes(m["kv_cache_bytes"] + m["ssm_state_bytes"]), fmt_bytes(m["activations_bytes"]),
+                 fmt_bytes(m["total_bytes"])]  # fmt: skip
+        if gpus:
+            free = e.fit["free_bytes"] if e.fit else None
+            cells += ["-" if free is None else ("-" if free < 0 else "") + fmt_bytes(abs(free)),
+                      "-" if e.fit is None else ("yes" if e.fit["fits"] else "no")]  # fmt: skip
+        t.add(*cells)
+    w0 = grid[0].workload
+    t.caption = (f"{w0.mode}, batch {w0.batch}, seq {w0.seq:,}, context {w0.ctx:,}, KV {w0.cache_dtype.name}. "
+                 "Full tables: one --dtype at a time; every figure: --format json.")  # fmt: skip
+    return t

@@ -28,14 +28,21 @@ Series = tuple[str, list[float], list[float]]  # label, xs, ys
 
 
 def sweep_series(doc: dict[str, Any], key: str) -> list[Series]:
-    """(label, contexts, values) per (spec, batch) for one point field, e.g. 'cache_bytes' or 'tpot_s'."""
+    """(label, contexts, values) per (spec, batch, GPU, dtype) for one point field, e.g. 'cache_bytes' or
+    'tpot_s'; the label names the batch, GPU and dtype only where the sweep has several."""
     multi = len(doc["batches"]) > 1
-    groups: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
+    gpus = len({s["gpu"] for s in doc.get("setups", [])}) > 1
+    dtypes = len({s["dtype"] for s in doc.get("setups", [])}) > 1
+    groups: dict[tuple[str, int, str, str], tuple[list[float], list[float]]] = {}
     for p in doc["points"]:
-        xs, ys = groups.setdefault((p["spec"], p["batch"]), ([], []))
+        xs, ys = groups.setdefault((p["spec"], p["batch"], p.get("gpu", ""), p.get("dtype", "")), ([], []))
         xs.append(float(p["context"]))
         ys.append(float(p[key]))
-    return [(f"{name} (batch {b})" if multi else name, xs, ys) for (name, b), (xs, ys) in groups.items()]
+    out = []
+    for (name, b, gpu, dtype), (xs, ys) in groups.items():
+        extra = [f"batch {b}"] * multi + [gpu] * gpus + [dtype] * dtypes
+        out.append((f"{name} ({', '.join(extra)})" if extra else name, xs, ys))
+    return out
 
 
 # --------------------------------------------------------------------------- terminal
@@ -117,13 +124,21 @@ def text_plot(
     axis = [" "] * width
     for text, at in ((left, 0), (mid, width // 2 - len(mid) // 2), (right, width - len(right))):
         axis[at : at + len(text)] = list(text)
-    lines.append(" " * lw + "  " + "".join(axis) + "  context (tokens, log)")
+    axis_line, xlabel = " " * lw + "  " + "".join(axis), "context (tokens, log)"
+    fits = len(axis_line) + 2 + len(xlabel) <= 80  # within 80 columns, else the label goes under the axis
+    lines += [axis_line + "  " + xlabel] if fits else [axis_line, " " * (lw + 2 + width - len(xlabel)) + xlabel]
     legend = [f"{MARKERS[i % len(MARKERS)]} {lab}" for i, (lab, _) in enumerate(pos)]
     if overlap:
         legend.append(f"{OVERLAP} overlap")
     if hline:
         legend.append(f"- {hline[0]}")
-    lines.append(" " * lw + "  " + "   ".join(legend))
+    line = ""
+    for item in legend:  # the legend wraps between entries to stay within 80 columns
+        if line and len(line) + 3 + len(item) > 80:
+            lines.append(line)
+            line = ""
+        line = (line + "   " + item) if line else " " * lw + "  " + item
+    lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -182,9 +197,12 @@ def sweep_figure(doc: dict[str, Any]) -> Any:
         ax_m.plot(xs, [y / gib for y in ts], "--", color=c, lw=1, label=f"{lab}: + weights, activations")
         ax_t.plot(xs, [y * 1e3 for y in tt], "-o", color=c, ms=3, label=lab)
         ax_p.plot(xs, pt, "-o", color=c, ms=3, label=lab)
-    mem = doc["gpu_memory_bytes"] / gib
-    label = f"{doc['roofline']['gpu_name']} memory ({mem:.0f} GiB)"
-    ax_m.axhline(mem, color="black", lw=1.2, ls=":", label=label)
+    lines = {(s["gpu_name"], s["gpu_memory_bytes"]) for s in doc.get("setups", [])}
+    lines = lines or {(doc["roofline"]["gpu_name"], doc["gpu_memory_bytes"])}
+    for k, (gpu_name, mem_bytes) in enumerate(sorted(lines)):  # one memory line per GPU of the sweep
+        mem = mem_bytes / gib
+        ax_m.axhline(mem, color="black", lw=1.2, ls=(":", "-.", "--")[k % 3],
+                     label=f"{gpu_name} memory ({mem:.0f} GiB)")
     for ax, ylab, title in (
         (ax_m, "GiB", "Memory vs context"),
         (ax_t, "ms per decode step", f"Roofline decode step (TPOT) on {doc['gpu']}"),
@@ -201,7 +219,8 @@ def sweep_figure(doc: dict[str, Any]) -> Any:
         ax.set_ylabel(ylab)
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7)
+        # below the axes, never over a curve (constrained_layout makes room for it)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     return fig
 
 
@@ -209,7 +228,7 @@ def _png_bytes(doc: dict[str, Any]) -> bytes:
     plt = _pyplot()
     fig = sweep_figure(doc)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps the legends below the axes
     plt.close(fig)
     return buf.getvalue()
 
