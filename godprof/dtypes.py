@@ -52,10 +52,28 @@ class DType:
     scale_bytes: int = 0  # bytes of one block scale
     tensor_scale_bytes: int = 0  # bytes of the per-tensor scale of a block-scaled format
     note: str = ""  # what the format stores, for reports
+    cache_scale: tuple[int, int] | None = None  # KV cache / state: (values per scale, bytes per scale)
 
     def nbytes(self, elements: int) -> int:
         """Bytes for ``elements`` values, rounded up to a whole byte (int4 packs two per byte)."""
         return -((-elements * self.bits) // 8)
+
+    def cache_nbytes(self, elements: int) -> int:
+        """Bytes of ``elements`` KV-cache (or recurrent-state) values in this format: the packed values plus,
+        for the 4-bit formats, their scales (``cache_scale``; see ``CACHE_FORMATS``). 8- and 16-bit caches
+        carry at most a per-tensor scale, not counted (as fp8 weights' activation scales are not)."""
+        if self.cache_scale is None:
+            return self.nbytes(elements)
+        per, scale_bytes = self.cache_scale
+        return self.nbytes(elements) + -(-elements // per) * scale_bytes
+
+    @property
+    def cache_bits(self) -> float:
+        """Bits per cached value, scales included (``cache_nbytes`` without the rounding)."""
+        if self.cache_scale is None:
+            return float(self.bits)
+        per, scale_bytes = self.cache_scale
+        return self.bits + 8 * scale_bytes / per
 
     @property
     def is_float(self) -> bool:
@@ -74,10 +92,16 @@ DTYPES: dict[str, DType] = {
         "fp8_block", 8, float8=True, scale_block=(128, 128), scale_bytes=4, note="E4M3, fp32 scale per 128x128"
     ),
     "int8": DType("int8", 8, quantized=True, note="fp16 scale per group"),
-    "int4": DType("int4", 4, quantized=True, note="fp16 scale per group"),
-    "mxfp4": DType("mxfp4", 4, scale_block=(1, 32), scale_bytes=1, note="E2M1, E8M0 scale per 32"),
+    "int4": DType("int4", 4, quantized=True, note="fp16 scale per group", cache_scale=(128, 4)),
+    "mxfp4": DType("mxfp4", 4, scale_block=(1, 32), scale_bytes=1, note="E2M1, E8M0 scale per 32", cache_scale=(32, 1)),
     "nvfp4": DType(
-        "nvfp4", 4, scale_block=(1, 16), scale_bytes=1, tensor_scale_bytes=4, note="E2M1, E4M3 scale per 16 + fp32"
+        "nvfp4",
+        4,
+        scale_block=(1, 16),
+        scale_bytes=1,
+        tensor_scale_bytes=4,
+        note="E2M1, E4M3 scale per 16 + fp32",
+        cache_scale=(16, 1),
     ),
 }
 
@@ -94,7 +118,18 @@ ALIASES = {
     "fp8_block128": "fp8_block",
     "mx_fp4": "mxfp4",
     "nv_fp4": "nvfp4",
+    "fp4": "nvfp4",  # --kv-dtype fp4: the NVFP4 KV cache of TensorRT-LLM on Blackwell
 }
+
+# KV-cache formats (``--kv-dtype``), bytes per cached value (``DType.cache_nbytes``):
+# fp32/bf16/fp16 4/2/2; fp8 and int8 1 (a per-tensor scale, not counted); 4-bit:
+# - int4: 4 bits plus an fp16 scale and an fp16 zero point per 128 values: LMDeploy's online int4 KV cache
+#   quantises each head of each token asymmetrically (head_dim 128 -> 4.25 bits per value;
+#   https://lmdeploy.readthedocs.io/en/latest/quantization/kv_quant.html);
+# - fp4 (= nvfp4): E2M1 values with one E4M3 scale per 16, 4.5 bits per value: TensorRT-LLM's NVFP4 KV cache
+#   (https://developer.nvidia.com/blog/optimizing-inference-for-long-context-and-large-batch-sizes-with-nvfp4-kv-cache/);
+# - mxfp4: E2M1 with one E8M0 scale per 32 (OCP MX), 4.25 bits per value.
+CACHE_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4")
 
 SCALE_BYTES = 2  # one fp16 scale per quantisation group
 FP8_TENSOR_SCALE_BYTES = 4  # one fp32 scale per fp8 tensor

@@ -26,6 +26,7 @@ power-of-two chips, so "80GB" is 80 GiB); the driver keeps a few hundred MiB of 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,12 +35,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from godprof.checker import _show
 from godprof.errors import NotFoundError, Problem, SpecError
 
 PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
-INTERCONNECTS = ("nvlink", "pcie", "infinity-fabric")
+INTERCONNECTS = ("nvlink", "pcie", "infinity-fabric", "ici")  # ici: Google TPU inter-chip interconnect
 GIB = 1 << 30
 GB = 10**9
 TERA = 10**12
@@ -47,8 +47,10 @@ TERA = 10**12
 _ALLOWED_KEYS = {
     "name", "vendor", "aliases", "device_names", "source", "memory_gib", "memory_gb", "memory_bytes",
     "hbm_bandwidth_gb_per_s", "hbm_bandwidth_bytes_per_s", "peak_tflops", "tdp_w", "interconnect",
-    "interconnect_gb_per_s", "measured", "notes",
+    "interconnect_gb_per_s", "measured", "notes", "usd_per_hour", "usd_per_hour_source", "usd_per_hour_date",
+    "runtime_overhead_mib", "efficiency",
 }  # fmt: skip
+_OVERHEAD_KEYS = {"cuda_context", "workspace", "comm_buffers", "source"}
 _MEASURED_KEYS = {"copy_bandwidth_gb_per_s", "matmul_tflops", "note", "source"}
 
 
@@ -77,6 +79,17 @@ class GPU:
     device_names: tuple[str, ...] = ()
     measured: Measured | None = None
     path: str | None = field(default=None, compare=False)
+    usd_per_hour: float | None = None  # a published on-demand price per GPU-hour (None: not sourced)
+    usd_per_hour_source: str | None = None
+    usd_per_hour_date: str | None = None
+    # per GPU, bytes: cuda_context_bytes, workspace_bytes, comm_buffer_bytes and a source (None: the
+    # defaults of godprof.analytic.inference_memory.RuntimeOverheads)
+    runtime_overhead: dict[str, Any] | None = field(default=None, compare=False)
+    # keys a user's file left out (tdp_w, interconnect_gb_per_s): stored as 0 and shown as unknown; a
+    # command that needs one (plan: power, tensor-parallel links) refuses the card, naming the key
+    omitted: tuple[str, ...] = field(default=(), compare=False)
+    # the file's ``efficiency:`` overrides of godprof/data/efficiency.yaml (godprof.analytic.efficiency)
+    efficiency: dict[str, Any] | None = field(default=None, compare=False)
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for matmuls in ``dtype``. int4 weights are dequantised and computed in bf16.
@@ -103,11 +116,19 @@ class GPU:
             "memory_bytes": self.memory_bytes,
             "hbm_bandwidth_bytes_per_s": int(self.hbm_bandwidth_bytes_per_s),
             "peak_flops_per_s": dict(self.peak_flops_per_s),
-            "tdp_w": self.tdp_w,
+            "tdp_w": None if "tdp_w" in self.omitted else self.tdp_w,
             "interconnect": self.interconnect,
-            "interconnect_bytes_per_s": int(self.interconnect_bytes_per_s),
+            "interconnect_bytes_per_s": None
+            if "interconnect_gb_per_s" in self.omitted
+            else int(self.interconnect_bytes_per_s),
             "source": self.source,
         }
+        if self.usd_per_hour is not None:
+            d["usd_per_hour"] = self.usd_per_hour
+            d["usd_per_hour_source"] = self.usd_per_hour_source
+            d["usd_per_hour_date"] = self.usd_per_hour_date
+        if self.runtime_overhead is not None:
+            d["runtime_overhead"] = dict(self.runtime_overhead)
         if self.measured is not None:
             m = self.measured
             d["measured"] = {
@@ -150,8 +171,8 @@ class _Reader:
                 self.err("", f"missing required key '{key}'")
             return None
         v = _as_number(d[key])
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            self.err(key, f"expected a positive number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
+            self.err(key, f"expected a positive finite number, got {_show(v)}")
             return None
         return float(v)
 
@@ -183,8 +204,8 @@ class _Reader:
                 near = difflib.get_close_matches(str(dt), PEAK_DTYPES, n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(PEAK_DTYPES)}"
                 self.err(f"{key}.{dt}", f"unknown dtype '{dt}'{hint}")
-            elif isinstance(x := _as_number(x), bool) or not isinstance(x, int | float) or x <= 0:
-                self.err(f"{key}.{dt}", f"expected a positive number of TFLOP/s, got {x!r}")
+            elif isinstance(x := _as_number(x), bool) or not isinstance(x, int | float) or not 0 < x < math.inf:
+                self.err(f"{key}.{dt}", f"expected a positive finite number of TFLOP/s, got {_show(x)}")
             else:
                 out[dt] = float(x) * TERA
         return out
@@ -198,15 +219,19 @@ def _check_keys(r: _Reader, d: dict, allowed: set[str], prefix: str = "") -> Non
             r.err(f"{prefix}{k}", f"unknown key '{k}'{hint}")
 
 
-def parse_gpu(data: Any, key: str, source: str) -> GPU:
-    """Validate one GPU document; every problem is reported at once (SpecError)."""
+def parse_gpu(data: Any, key: str, source: str, user: bool = False) -> GPU:
+    """Validate one GPU document; every problem is reported at once (SpecError).
+
+    A user's file (``user``) needs only what the roofline uses: ``name``, memory, bandwidth and
+    ``peak_tflops``. Its ``source`` defaults to the file, ``vendor`` to unknown, ``interconnect`` to pcie;
+    ``tdp_w`` and ``interconnect_gb_per_s`` are recorded as omitted (``GPU.omitted``), never guessed."""
     r = _Reader(source)
     if not isinstance(data, dict):
         raise SpecError(source, [Problem("", "expected a mapping of GPU fields")])
     _check_keys(r, data, _ALLOWED_KEYS)
     name = r.string(data, "name") or key
-    vendor = r.string(data, "vendor") or "unknown"
-    src = r.string(data, "source")
+    vendor = r.string(data, "vendor", required=not user) or "unknown"
+    src = r.string(data, "source", required=not user) or (f"user file {source}" if user else None)
     mem_keys = [k for k in ("memory_gib", "memory_gb", "memory_bytes") if k in data]
     memory = 0
     if len(mem_keys) != 1:
@@ -224,11 +249,14 @@ def parse_gpu(data: Any, key: str, source: str) -> GPU:
         if v is not None:
             bandwidth = v * (GB if bw_keys[0] == "hbm_bandwidth_gb_per_s" else 1)
     peaks = r.tflops(data.get("peak_tflops"), "peak_tflops")
-    tdp = r.number(data, "tdp_w") or 0.0
-    ic = r.string(data, "interconnect") or "pcie"
+    unpublished = "tdp_w" in data and data["tdp_w"] is None  # a bundled file writes `tdp_w: null`: no published TDP
+    omitted = tuple(k for k in ("tdp_w", "interconnect_gb_per_s")
+                    if (user or (k == "tdp_w" and unpublished)) and data.get(k) is None)  # fmt: skip
+    tdp = r.number(data, "tdp_w", required=not user and not unpublished) or 0.0
+    ic = r.string(data, "interconnect", required=not user) or "pcie"
     if ic not in INTERCONNECTS:
         r.err("interconnect", f"must be one of {', '.join(INTERCONNECTS)}, got {ic!r}")
-    ic_bw = (r.number(data, "interconnect_gb_per_s") or 0.0) * GB
+    ic_bw = (r.number(data, "interconnect_gb_per_s", required=not user) or 0.0) * GB
     measured = None
     if data.get("measured") is not None:
         m = data["measured"]
@@ -241,6 +269,15 @@ def parse_gpu(data: Any, key: str, source: str) -> GPU:
             measured = Measured(None if bw is None else bw * GB, fl, m.get("note") or m.get("source"))
     aliases = r.strings(data, "aliases")
     device_names = r.strings(data, "device_names")
+    price, price_src, price_date = _price(r, data)
+    overhead = _overhead(r, data.get("runtime_overhead_mib"))
+    eff = data.get("efficiency")
+    if eff is not None:
+        from godprof.analytic.efficiency import check
+
+        for msg in check(eff):
+            key, _, text = msg.partition(": ")
+            r.err(key, text)
     if r.problems:
         raise SpecError(source, r.problems)
     assert src is not None
@@ -259,15 +296,56 @@ def parse_gpu(data: Any, key: str, source: str) -> GPU:
         device_names=device_names,
         measured=measured,
         path=source,
+        usd_per_hour=price,
+        usd_per_hour_source=price_src,
+        usd_per_hour_date=price_date,
+        runtime_overhead=overhead,
+        omitted=omitted,
+        efficiency=eff,
     )
 
 
-def _load_text(text: str, key: str, source: str) -> GPU:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(source, [Problem("", f"not valid YAML: {e}".splitlines()[0])]) from None
-    return parse_gpu(data, key, source)
+def _price(r: _Reader, data: dict) -> tuple[float | None, str | None, str | None]:
+    """``usd_per_hour`` with its required ``usd_per_hour_source`` and ``usd_per_hour_date``."""
+    if data.get("usd_per_hour") is None:
+        for k in ("usd_per_hour_source", "usd_per_hour_date"):
+            if k in data:
+                r.err(k, "given without usd_per_hour")
+        return None, None, None
+    price = r.number(data, "usd_per_hour")
+    src = r.string(data, "usd_per_hour_source")
+    date = data.get("usd_per_hour_date")
+    if date is None:
+        r.err("", "missing required key 'usd_per_hour_date' (when the price was published, e.g. 2025-06)")
+    return price, src, None if date is None else str(date)
+
+
+def _overhead(r: _Reader, v: Any) -> dict[str, Any] | None:
+    """``runtime_overhead_mib: {cuda_context, workspace, comm_buffers, source}`` in MiB, as bytes."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        r.err("runtime_overhead_mib", "expected a mapping: {cuda_context: 768, workspace: 256, comm_buffers: 512}")
+        return None
+    _check_keys(r, v, _OVERHEAD_KEYS, "runtime_overhead_mib.")
+    out: dict[str, Any] = {}
+    for k, name in (("cuda_context", "cuda_context_bytes"), ("workspace", "workspace_bytes"),
+                    ("comm_buffers", "comm_buffer_bytes")):  # fmt: skip
+        x = _as_number(v.get(k))
+        if isinstance(x, bool) or not isinstance(x, int | float) or x < 0:
+            r.err(f"runtime_overhead_mib.{k}", f"expected a number of MiB >= 0, got {x!r}")
+            continue
+        out[name] = int(x * (1 << 20))
+    out["source"] = str(v.get("source") or "the GPU file")
+    return out
+
+
+def _load_text(text: str, key: str, source: str, user: bool = False) -> GPU:
+    """Bounded, duplicate-free YAML (``godprof.checker.load_yaml``), then the GPU's fields."""
+    from godprof.checker import load_yaml
+
+    data, _ = load_yaml(text, source)
+    return parse_gpu(data, key, source, user)
 
 
 @cache
@@ -286,7 +364,9 @@ def load_gpu_file(path: str | Path) -> GPU:
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"GPU file not found: {p}")
-    return _load_text(p.read_text(encoding="utf-8"), _norm(p.stem), str(p))
+    from godprof.checker import read_text
+
+    return _load_text(read_text(p), _norm(p.stem), str(p), user=True)
 
 
 def list_gpus(extra_files: Sequence[str | Path] = ()) -> list[GPU]:
@@ -302,7 +382,10 @@ def load_gpu(name: str, extra_files: Sequence[str | Path] = ()) -> GPU:
     """A GPU by key, alias or full name (case-insensitive; spaces and dashes alike).
 
     User files (``extra_files``) are searched first. An unknown name raises NotFoundError with the nearest
-    keys and aliases; there is never a silent default.
+    keys and aliases; there is never a silent default. An alias that also begins other cards' names with a
+    different memory size (``a100``: 40 GB or 80 GB) is ambiguous: NotFoundError lists the candidates. One
+    whose candidates share the memory size (``h100``: SXM or PCIe, both 80 GB) means the card it is an alias
+    of, and every report names that card in full.
     """
     gpus = list_gpus(extra_files)
     users = {_norm(Path(f).stem) for f in extra_files}
@@ -314,6 +397,11 @@ def load_gpu(name: str, extra_files: Sequence[str | Path] = ()) -> GPU:
             return g
     for g in ordered:
         if q in g.aliases or q == _norm(g.name):
+            rivals = [o for o in gpus
+                      if o.key != g.key and (o.key.startswith(q) or any(a.startswith(q) for a in o.aliases))]
+            if {o.memory_bytes for o in rivals} - {g.memory_bytes}:
+                cands = ", ".join(f"{o.key} ({o.memory_bytes / GIB:.0f} GiB)" for o in [g, *rivals])
+                raise NotFoundError(f"ambiguous GPU {name!r}: it could be {cands}; give one of these keys")
             return g
     names = [g.key for g in gpus] + [a for g in gpus for a in g.aliases]
     near = difflib.get_close_matches(q, names, n=4, cutoff=0.4)

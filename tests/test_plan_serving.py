@@ -8,6 +8,7 @@ checkpoints in the spec tests): Llama-3-8B 8,030,261,248; Llama-3-70B 70,553,706
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from godprof.analytic import count_params
+from godprof.analytic import efficiency as E
 from godprof.analytic import roofline as R
 from godprof.cli.main import app
 from godprof.dtypes import get_dtype
@@ -51,20 +53,25 @@ def test_llama3_8b_bf16_fits_one_80gb_gpu():
     assert code == 0 and d["fits"] is True
     assert d["weights_bytes"] == 16_060_522_496
     assert d["gpus"] == 1
-    assert d["layout"] == {"tp": 1, "pp": 1, "ep": 1, "replicas": 1}
+    # serving layouts also name attention data parallel and the prefill/decode instance pools
+    assert d["layout"] == {"tp": 1, "pp": 1, "ep": 1, "replicas": 1, "attn_dp": 1, "prefill_instances": 0,
+                           "decode_instances": 1}
 
 
 def test_llama3_8b_max_concurrency_by_hand():
     # KV per token: 32 layers x (K + V) x 8 KV heads x 128 x 2 B = 131,072 B; a request holds
-    # 1024 + 256 = 1280 tokens -> 167,772,160 B. Free memory = usable - weights - one prefill chunk.
+    # 1024 + 256 = 1280 tokens -> 167,772,160 B. Free memory = usable - runtime overheads (768 MiB CUDA
+    # context + 256 MiB workspaces; no communication buffers on one GPU) - weights - the largest prefill
+    # pass: 8 prompts of 1,024 tokens fill the default 8,192-token chunk.
     spec = load_spec("llama-3-8b")
     wl = ServingWorkload(prompt_tokens=1024, output_tokens=256)
     c = evaluate(spec, count_params(spec), H100, 1, 1, wl, ServeOptions())
-    acts = R.activation_bytes(spec, 1280, "bf16")
-    assert acts < 200 * 2**20  # one 1280-token chunk: ~135 MiB
-    expected = (USABLE_H100 - 16_060_522_496 - acts) // 167_772_160
-    assert c.max_concurrency == expected
-    assert 364 <= expected <= 365  # (77,309,411,328 - 16,060,522,496) / 167,772,160 = 365.07 before activations
+    acts = R.activation_bytes(spec, 1024, "bf16", batch=8)
+    assert 800 * 2**20 < acts < 900 * 2**20  # 8 x 1,024 tokens: ~850 MiB
+    expected = (USABLE_H100 - GIB - 16_060_522_496 - acts) // 167_772_160
+    assert c.max_concurrency == expected == 353  # (77,309,411,328 - 16,060,522,496) / 167,772,160 = 365.07
+    assert c.memory["runtime_overhead_bytes"] == GIB
+    assert c.memory["usable_bytes"] == USABLE_H100 - GIB
 
 
 def test_llama3_70b_bf16_needs_at_least_two_gpus():
@@ -77,7 +84,7 @@ def test_llama3_70b_bf16_needs_at_least_two_gpus():
     assert code == 3 and d["fits"] is False
     # one GPU is short by at least weights - usable = 141,107,412,992 - 77,309,411,328 = 63.8e9 B (59.4 GiB)
     assert d["missing"].startswith("memory:")
-    assert "59." in d["missing"] or "60." in d["missing"]
+    assert "61.0 GiB short" in d["missing"]  # 59.97 GiB before the 1 GiB of runtime overheads
 
 
 def test_llama31_405b_bf16_does_not_fit_one_h100_node_but_fp8_does():
@@ -123,19 +130,22 @@ def test_tensor_parallel_allreduce_is_the_ring_formula():
     t = _Timer(spec, count_params(spec), H100, Layout(8, 1), ServingWorkload(), ServeOptions())
     assert t.allreduce_per_token_s == pytest.approx(160 * 2 * 7 / 8 * 16_384 / 450e9, rel=1e-12)
     assert t.allreduce_per_token_s == pytest.approx(1.0194e-5, rel=1e-4)
-    assert t.allreduce_latency_s == pytest.approx(160 * 5e-6)  # alpha term: 5 us per all-reduce
+    # alpha term: the efficiency model's latency per all-reduce (11.6 us by default, godprof/data/efficiency.yaml)
+    assert t.allreduce_latency_s == pytest.approx(160 * E.model_for(H100).allreduce_latency_s)
     t1 = _Timer(spec, count_params(spec), H100, Layout(1, 2), ServingWorkload(), ServeOptions())
     assert t1.allreduce_per_token_s == 0.0
     assert t1.p2p_per_token_s == pytest.approx(16_384 / 450e9)  # one stage boundary
 
 
 @pytest.mark.parametrize("name", ["llama-3-8b", "mixtral-8x7b", "jamba-v0.1"])
-def test_decode_fast_path_equals_the_roofline(name):
+def test_a_decode_only_step_equals_the_roofline(name):
+    # the step model splits the roofline's bytes into weights, embedding rows, experts touched and cache;
+    # a step of b decodes and no prefill on one GPU is the roofline's decode step exactly
     spec = load_spec(name)
     counts = count_params(spec)
     t = _Timer(spec, counts, H100, Layout(1, 1), ServingWorkload(), ServeOptions())
     for b in (1, 3, 64, 500):
-        assert t.decode_roofline(b)[0] == pytest.approx(R.decode_step_time_s(spec, counts, H100, b, t.ctx), rel=1e-12)
+        assert t.pass_time(b, 0.0)[0] == pytest.approx(R.decode_step_time_s(spec, counts, H100, b, t.ctx), rel=1e-9)
 
 
 def test_tensor_parallel_splits_weights_and_kv():
@@ -231,14 +241,15 @@ def test_every_family_plans(name):
 
 def test_formats_md_and_html_are_documents(tmp_path):
     out = tmp_path / "plan.html"
-    r = runner.invoke(app, ["plan", "llama-3-8b", "--concurrency", "64", "--slo-tpot", "40ms", "--format", "html",
+    # 20 ms: below the 31 ms TPOT of a 256-request step, so the SLO (not --max-batch 256) caps the batch
+    r = runner.invoke(app, ["plan", "llama-3-8b", "--concurrency", "64", "--slo-tpot", "20ms", "--format", "html",
                             "-o", str(out), "--no-plot"])  # fmt: skip
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert text.startswith("<!doctype html>") and "TPOT SLO limits the batch" in text
     for section in ("Assumptions", "Alternatives", "Risks", "Method"):
         assert section in text
-    r = runner.invoke(app, ["plan", "llama-3-8b", "--format", "md", "--no-plot"])
+    r = runner.invoke(app, ["plan", "llama-3-8b", "--format", "md", "--no-plot", "--max-batch", "1000"])
     assert r.exit_code == 0
     assert r.stdout.startswith("# Capacity plan: serving llama-3-8b")
     assert "KV cache limits concurrency to" in r.stdout  # no SLO: memory sizes the batch
@@ -299,13 +310,38 @@ def test_more_headroom_or_longer_requests_never_raise_concurrency(headroom, prom
 
 def test_reports_embed_a_plot_and_work_without_matplotlib(monkeypatch):
     pytest.importorskip("matplotlib")
-    from godprof.plan.report import html_report, markdown_report
+    from pathlib import Path
+
+    from godprof.plan.document import html_report, markdown_report
 
     spec = load_spec("llama-3-8b")
     plan = plan_serving(spec, [H100], ServingWorkload(concurrency=16, slo_tpot_s=0.03), ServeOptions())
     html = html_report("serve", plan)
     assert '<img alt="plot" src="data:image/png;base64,' in html
+    md, png = markdown_report("serve", plan, figure=Path("plan.png"))  # Markdown links a PNG beside it
+    assert "![plot](plan.png)" in md and png is not None and png.startswith(b"\x89PNG")
+    embedded, none = markdown_report("serve", plan, embed=True)
+    assert "![plot](data:image/png;base64," in embedded and none is None
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib now fails
-    md = markdown_report("serve", plan)
-    assert "data:image/png" not in md and "## Figure" not in md
+    md, png = markdown_report("serve", plan, figure=Path("plan.png"))
+    assert png is None and "data:image/png" not in md and "## Figure" not in md
     assert "## Risks" in md and "## Method" in md
+
+
+def test_alternatives_name_the_gpu_cap_not_the_slo_when_the_cap_rejects_them():
+    """Reported bug: every rejected layout said "TPOT > SLO" although its TPOT met the SLO and the real
+    reason was --max-gpus (``short_reason`` looked at the SLO that caps the batch first)."""
+    spec = load_spec("llama-3-8b")
+    wl = ServingWorkload(prompt_tokens=1024, output_tokens=256, concurrency=2000, slo_tpot_s=0.025)
+    plan = plan_serving(spec, [H100], wl, ServeOptions(max_gpus=2, max_batch=10**6))  # no engine cap: the SLO caps
+    capped = [c for c in plan.candidates if c.rejected_by == "max-gpus"]
+    assert capped, [c.reason for c in plan.candidates]
+    assert any(c.limited_by == "TPOT SLO" for c in capped)  # the SLO caps some batches ...
+    for c in capped:
+        assert c.tpot_s <= 0.025  # ... and is met by all of them
+        assert c.short_reason == "over --max-gpus"
+        assert c.to_dict()["rejected_by"] == "max-gpus"
+    slow = evaluate(spec, count_params(spec), H100, 1, 1, replace(wl, slo_tpot_s=0.001), ServeOptions())
+    assert slow.rejected_by == "TPOT SLO" and slow.short_reason == "TPOT > SLO"
+    short = evaluate(load_spec("llama-3-70b"), count_params(load_spec("llama-3-70b")), H100, 1, 1, wl, ServeOptions())
+    assert short.rejected_by == "memory" and short.short_reason.endswith("GiB/GPU short")

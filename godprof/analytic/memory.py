@@ -149,20 +149,20 @@ def cached_tokens(layer: Layer, context: int) -> int:
 def kv_cache_bytes(spec: Spec, batch: int, context: int, dtype: DType) -> int:
     """KV cache for ``batch`` sequences of ``context`` tokens; sliding-window layers are capped at the window
     (a ring buffer of window slots). Attention layers only; SSM state is ``ssm_state_bytes``."""
-    elements = sum(kv_elements_per_token(lay) * cached_tokens(lay, context) for lay in spec.layers())
-    return _nbytes(batch * elements, dtype)
+    elements = sum(lay.mixer.kv_elements(context) for lay in spec.layers())
+    return dtype.cache_nbytes(batch * elements)  # 4-bit caches with their scales (dtypes.CACHE_FORMATS)
 
 
 def kv_read_bytes(spec: Spec, batch: int, context: int, dtype: DType) -> int:
     """KV cache bytes one decode step reads for ``batch`` sequences at ``context``: each layer's
     ``decode_read_elements`` (the whole cache, or what a sparse kind selects)."""
     elements = sum(lay.mixer.decode_read_elements(context) for lay in spec.layers())
-    return _nbytes(batch * elements, dtype)
+    return dtype.cache_nbytes(batch * elements)
 
 
 def kv_bytes_per_token(spec: Spec, dtype: DType) -> int:
     """KV bytes one more token adds while no sliding window is full (all attention layers)."""
-    return _nbytes(sum(kv_elements_per_token(lay) for lay in spec.layers()), dtype)
+    return dtype.cache_nbytes(sum(kv_elements_per_token(lay) for lay in spec.layers()))
 
 
 def ssm_state_elements(layer: Layer) -> int:
@@ -171,7 +171,7 @@ def ssm_state_elements(layer: Layer) -> int:
 
 
 def ssm_state_bytes(spec: Spec, batch: int, dtype: DType) -> int:
-    return _nbytes(batch * sum(ssm_state_elements(lay) for lay in spec.layers()), dtype)
+    return dtype.cache_nbytes(batch * sum(ssm_state_elements(lay) for lay in spec.layers()))
 
 
 # --------------------------------------------------------------------------- activations
@@ -215,10 +215,42 @@ def inference_activation_bytes(spec: Spec, w: Workload) -> int:
         if ffn is not None:
             peak = max(peak, a * t * h * (1 + extra_norm) + ffn.prefill_peak_bytes(h, w.batch, w.seq, a))
         body = max(body, a * t * h + peak)
+    n = spec.model.hc_mult
+    if n > 1:  # hyper-connections (DeepSeek-V4): blocks over n streams, then hc_head's collapse
+        body = 0
+        for mn, fn in set(zip(spec.layer_mixers, spec.layer_ffns, strict=True)):
+            mixer, ffn = spec.mixers[mn], spec.ffns[fn]
+            m_peak = None if mixer.passthrough else mixer.prefill_peak_bytes(h, w.batch, w.seq, a, w.flash_attention)
+            f_peak = None if ffn is None else ffn.prefill_peak_bytes(h, w.batch, w.seq, a)
+            body = max(body, _hyper_block_bytes(n, h, t, a, m_peak, f_peak))
+        body = max(body, a * t * n * h + 2 * FP32_BYTES * t * n * h + FP32_BYTES * t * h)  # hc_head
     rows = t if w.logits == "all" else w.batch
     cv = FP32_BYTES if a != FP32_BYTES else 0
     head = a * rows * h + rows * spec.model.vocab_size * (a + cv)
     return tables + max(body, head)
+
+
+def _hyper_block_bytes(n: int, h: int, t: int, a: int, mixer_peak: int | None, ffn_peak: int | None) -> int:
+    """Peak of one hyper-connected block (``godprof.build.model.Block._hyper``) over t tokens of n streams:
+    per branch, its collapse (the fp32 flattened streams, RMS-normed; or the fp32 pre x streams product and
+    its sum), the branch itself (its peak, its input and the fp32 post and comb weights beside it) and the
+    expansion (branch input and output, post x output, comb^T x streams and their sum). The block input
+    stays held by the caller, and the mixer's new streams while the FFN branch runs."""
+    cv = FP32_BYTES if a != FP32_BYTES else 0
+    streams = a * t * n * h
+    weights = FP32_BYTES * t * (n + n * n)  # post and comb, fp32
+    rms = cv * t * n * h + FP32_BYTES * (t * n * h + t)  # fp32 copy, its square (then the normed copy), mean
+    mix = FP32_BYTES * t * ((2 + n) * n + n) + weights + FP32_BYTES * (t * n * h + t * h)  # pre x streams, sum
+    collapse = max(rms, mix)
+    expand = 2 * a * t * h + 3 * streams + (a * t * (n + n * n) if cv else 0)  # (post, comb cast when 16-bit)
+    held, phases = streams, [streams]
+    for branch, peak in enumerate((mixer_peak, ffn_peak)):
+        if peak is None:
+            continue
+        kept = weights if branch else 0  # the mixer branch's post and comb, until the FFN's replace them
+        phases += [held + kept + collapse, held + a * t * h + weights + peak, held + weights + expand]
+        held += streams
+    return max(phases)
 
 
 def _layer_train_elements(spec: Spec, layer: Layer, seq: int, w: Workload) -> tuple[int, int]:
@@ -236,6 +268,11 @@ def _layer_train_elements(spec: Spec, layer: Layer, seq: int, w: Workload) -> tu
     if layer.ffn is not None:
         f_el, f_fp32 = layer.ffn.train_saved(h)
         el, fp32 = el + f_el, fp32 + f_fp32
+    n = spec.model.hc_mult
+    if n > 1:  # hyper-connections: per branch its n input streams, and their fp32 normed flattening
+        branches = (0 if layer.mixer.passthrough else 1) + (1 if layer.ffn is not None else 0)
+        el += branches * n * h
+        fp32 += branches * FP32_BYTES * n * h
     return el, fp32
 
 

@@ -6,8 +6,11 @@ embeddings, the last the final norm and lm_head (and, with tied embeddings and p
 of the embedding matrix, as Megatron-LM keeps one). Within a stage, tensor parallelism splits every
 weight matrix ``tp`` ways (Megatron-LM: column/row-parallel Linear, vocab-parallel embedding); norms are
 replicated but counted as split (they are < 0.01% of the weights). With ``ep > 1`` routed experts are
-placed whole, ``ceil(num_experts / ep)`` per GPU, over the same ``ep = tp`` GPUs instead of being
-sliced (vLLM's and SGLang's expert parallelism inside the tensor-parallel group).
+placed whole, ``ceil(num_experts / ep)`` per GPU, instead of being sliced: serving places them over
+``ep`` of the tp x attn_dp GPUs of a stage (by default all of them: vLLM's and SGLang's expert
+parallelism, inside the tensor-parallel group or, with attention data parallel, across its ranks);
+training may spread them over ep GPUs of the tp x dp GPUs of a stage, independent of tp
+(``plan.training_memory``).
 
 KV cache under tensor parallelism: each mixer kind says what share of its cache one rank holds
 (``MixerKind.kv_tp_fraction``: grouped KV heads split until tp exceeds them, then replicate; a latent
@@ -28,14 +31,27 @@ from godprof.spec import Layer, Spec
 
 @dataclass(frozen=True)
 class Layout:
+    """One replica: ``prefill_instances + decode_instances`` engine instances (one instance, doing both,
+    unless prefill is disaggregated: then ``prefill_instances`` > 0), each of tp x pp x attn_dp GPUs.
+    ``attn_dp`` > 1 (serving, DeepSeek-V3 style): attention and dense layers replicated over attn_dp
+    ranks of tp GPUs, each rank with its own sequences, the routed experts spread over ep of the
+    tp x attn_dp GPUs. Training passes data parallelism as ``replicas``."""
+
     tp: int = 1
     pp: int = 1
     ep: int = 1
     replicas: int = 1
+    attn_dp: int = 1
+    prefill_instances: int = 0
+    decode_instances: int = 1
+
+    @property
+    def instance_gpus(self) -> int:
+        return self.tp * self.pp * self.attn_dp
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tp * self.pp
+        return self.instance_gpus * (self.prefill_instances + self.decode_instances)
 
     @property
     def gpus(self) -> int:
@@ -44,11 +60,19 @@ class Layout:
     def to_dict(self) -> dict[str, int]:
         return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "replicas": self.replicas}
 
+    def serve_dict(self) -> dict[str, int]:
+        """``to_dict`` plus the serving-only degrees: attention data parallel and the instance pools."""
+        return {**self.to_dict(), "attn_dp": self.attn_dp, "prefill_instances": self.prefill_instances,
+                "decode_instances": self.decode_instances}  # fmt: skip
+
     def label(self) -> str:
         parts = [f"tp{self.tp}", f"pp{self.pp}"]
+        if self.attn_dp > 1:
+            parts.append(f"dp{self.attn_dp}")
         if self.ep > 1:
             parts.append(f"ep{self.ep}")
-        return "·".join(parts) + (f" ×{self.replicas}" if self.replicas > 1 else "")
+        pools = f" P{self.prefill_instances}:D{self.decode_instances}" if self.prefill_instances else ""
+        return "·".join(parts) + pools + (f" ×{self.replicas}" if self.replicas > 1 else "")
 
 
 def tp_problem(spec: Spec, tp: int) -> str | None:
@@ -100,6 +124,7 @@ class StageShare:
     layers_obj: tuple[Layer, ...]
     kv_split: tuple[float, ...]  # per layer: fraction of that layer's KV this GPU holds
     state_split: float  # fraction of SSM state this GPU holds (1 / tp)
+    expert_params: float = 0.0  # of ``params``: the routed experts' share on this GPU
 
 
 def stage_shares(
@@ -143,7 +168,7 @@ def stage_shares(
         lay_objs = tuple(layers[i] for i in rng)
         splits = tuple(_kv_fraction(lay, tp) for lay in lay_objs)
         kv = sum(M.kv_elements_per_token(lay) * f for lay, f in zip(lay_objs, splits, strict=True))
-        out.append(StageShare(s, rng, params, wbytes, kv, lay_objs, splits, 1.0 / tp))
+        out.append(StageShare(s, rng, params, wbytes, kv, lay_objs, splits, 1.0 / tp, routed * expert_frac))
     return out
 
 
@@ -151,22 +176,26 @@ def _kv_fraction(layer: Layer, tp: int) -> float:
     return layer.mixer.kv_tp_fraction(tp)
 
 
-def request_kv_bytes(share: StageShare, prompt: int, output: int, samples: int, dtype: DType) -> float:
-    """KV cache + SSM state one request needs on one GPU of this stage at the end of generation.
+def request_cache_bytes(share: StageShare, prompt: int, output: int, samples: int, dtype: DType) -> tuple[float, float]:
+    """(KV cache, SSM state) bytes one request needs on one GPU of this stage at the end of generation.
 
     Best-of-n: the prompt's KV is written once and shared by the n samples (prefix sharing, as vLLM's
     ``n`` sampling parameter does); each sample adds its own output tokens' KV and its own SSM state.
     Sliding-window layers hold at most the window.
     """
-    elements = 0.0
+    kv = state = 0.0
     for lay, frac in zip(share.layers_obj, share.kv_split, strict=True):
         if frac:
-            per_tok = M.kv_elements_per_token(lay) * frac
-            shared = M.cached_tokens(lay, prompt)
-            own = M.cached_tokens(lay, prompt + output) - shared
-            elements += per_tok * (shared + samples * own)
-        elements += samples * M.ssm_state_elements(lay) * share.state_split
-    return elements * dtype.bits / 8
+            shared = lay.mixer.kv_elements(prompt) * frac
+            own = lay.mixer.kv_elements(prompt + output) * frac - shared
+            kv += shared + samples * own
+        state += samples * M.ssm_state_elements(lay) * share.state_split
+    return kv * dtype.cache_bits / 8, state * dtype.cache_bits / 8  # 4-bit caches with their scales
+
+
+def request_kv_bytes(share: StageShare, prompt: int, output: int, samples: int, dtype: DType) -> float:
+    """KV cache + SSM state one request needs on one GPU of this stage (``request_cache_bytes`` summed)."""
+    return sum(request_cache_bytes(share, prompt, output, samples, dtype))
 
 
 def max_layer_params(spec: Spec) -> int:

@@ -31,3 +31,43 @@ def energy_kwh_per_million(power_w_total: float, tokens_per_s: float) -> float:
 def cost_per_million(gpus: int, usd_per_gpu_hour: float, tokens_per_s: float) -> float:
     """USD per one million tokens: GPU-hours spent per million tokens x price."""
     return gpus * usd_per_gpu_hour / 3600.0 / tokens_per_s * 1e6
+
+
+def parse_prices(text: str) -> tuple[float | None, dict[str, float]]:
+    """``--usd-per-gpu-hour``: a plain price for every GPU ('2.5'), or GPU=PRICE pairs ('h100=2.5,b200=5'),
+    or both ('2,b200=5': 2 for every GPU the pairs do not name). Names are returned as given (the caller
+    resolves them with ``gpus.load_gpu``). Raises ValueError with an example on anything else."""
+    flat: float | None = None
+    named: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.rpartition("=")
+        try:
+            price = float(value)
+        except ValueError:
+            raise ValueError(f"--usd-per-gpu-hour: not a price: {part!r} (examples: 2.5, h100=2.5,b200=5)") from None
+        if not price >= 0 or price == float("inf"):
+            raise ValueError(f"--usd-per-gpu-hour: a price must be a finite number >= 0, got {part!r}")
+        if sep:
+            if not name.strip():
+                raise ValueError(f"--usd-per-gpu-hour: missing GPU name in {part!r} (example: h100=2.5)")
+            named[name.strip()] = price
+        elif flat is not None:
+            raise ValueError(f"--usd-per-gpu-hour: two plain prices in {text!r}; name the GPUs (h100=2.5,b200=5)")
+        else:
+            flat = price
+    if flat is None and not named:
+        raise ValueError("--usd-per-gpu-hour: give a price (2.5) or GPU=PRICE pairs (h100=2.5,b200=5)")
+    return flat, named
+
+
+def gpu_price(gpu: object, by_key: dict[str, float] | None, flat: float | None) -> float | None:
+    """USD per GPU-hour for ``gpu``: its entry in ``by_key`` (GPU keys), else ``flat``, else the database's
+    ``usd_per_hour`` (a published on-demand price with its source), else None (no cost shown)."""
+    key = getattr(gpu, "key", None)
+    if by_key and key in by_key:
+        return by_key[key]
+    if flat is not None:
+        return flat
+    return getattr(gpu, "usd_per_hour", None)

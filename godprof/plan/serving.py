@@ -1,459 +1,243 @@
-"""Serving plans: the smallest set of GPUs and the tp/pp/ep/replica layout that holds a model and its
-traffic within memory (with headroom) and the SLOs, with latency, throughput, energy and cost.
+"""Serving plans: the smallest set of GPUs and the layout (tp, pp, attention dp, ep, instance pools,
+replicas) that holds a model and its traffic within memory and the SLOs, with latency, throughput,
+energy and cost.
 
-Memory per GPU (heaviest pipeline stage, ``plan.layout``): weights + one prefill chunk's activations
-(``roofline.activation_bytes`` / tp) + the KV cache and SSM state of the requests in flight at the end
-of generation (prompt + output tokens; best-of-n shares the prompt's KV). ``headroom`` (default 10%) of
-each GPU is kept free for the CUDA context, allocator fragmentation and kernel workspace.
+Memory per GPU (heaviest pipeline stage, ``plan.layout``), the shared inference memory model
+(``godprof.analytic.inference_memory``): weights (+ a draft model's or the MTP modules' when
+speculating) + the activations of the largest prefill pass of a rank's prompts (chunked prefill,
+last-position logits; / tp) + the KV cache and SSM state of the requests a rank holds at the end of
+generation (prompt + output tokens; best-of-n shares the prompt's KV; attention-DP ranks hold their own
+requests), within memory x (1 - ``headroom``) less the runtime overheads. At tp = pp = dp = 1 it equals
+``godprof estimate``'s memory for batch = requests, seq = prompt, context = prompt + output.
 
-Time, from the single-GPU roofline (``godprof.analytic.roofline``) split ideally over tp ranks, plus
-communication:
+Time: continuous batching with chunked prefill (vLLM, SGLang, TRT-LLM's in-flight batching), one engine
+step at a time (``plan.serving_timing``). At steady state with b requests in flight an instance
+completes b x tau / output requests per step, so each step carries, beside the decodes, b x prompt' x
+tau / output prefill tokens (prompt' = prompt x (1 - prefix hit rate): a cached prefix is not
+recomputed), in passes of at most ``--prefill-chunk`` tokens, each reading the weights once for all its
+tokens. Pipeline stages run pp micro-batches (decode and prefill chunks alike), so prefill overlaps
+across stages.
 
-- Tensor-parallel all-reduce after each token mixer and each FFN (Megatron-LM's two per block), of
-  tokens x hidden activations, costed as a ring all-reduce: 2 (tp - 1) / tp x bytes / link bandwidth
-  (Patarasuk & Yuan 2009; the "bus bandwidth" factor of NCCL's performance notes, nccl-tests
-  doc/PERFORMANCE.md), plus ``ALLREDUCE_LATENCY_S`` per all-reduce (the alpha of the alpha-beta cost
-  model: ~5 us for a one-shot NVLink all-reduce of a small message, as vLLM's custom all-reduce
-  achieves), which dominates decode at small batch.
-- Pipeline stages pass tokens x hidden activations point to point, over the GPU's interconnect inside a
-  node and ``INTERNODE_BYTES_PER_S`` (400 Gb/s InfiniBand per GPU) when a replica spans nodes.
-- Decode under pp keeps every stage busy with pp micro-batches of batch/pp sequences, so a token's step
-  takes decode_step(batch/pp)/tp + communication.
-- Prefill of one request (P) = prefill(1 x prompt)/tp + communication; stages run one after another.
-- Continuous batching in steady state with b requests in decode: each step also absorbs b / output
-  prefills, so time per output token is TPOT = D(b) + b x P / output, and TTFT = P + D(b) (a new request
-  waits for the step in progress). Decode runs at the mean context of a request's life, prompt +
-  output / 2 (the batch holds requests at every stage of their generation).
+- TPOT: the mean inter-token latency of a request at steady state, step time / tau, prefill chunks
+  included (with disaggregated prefill, decode steps only). tau = 1, or with speculative decoding
+  (1 - a^(k+1)) / (1 - a) tokens per step (acceptance a, k drafted); the step then verifies k + 1
+  tokens per sequence and adds k draft steps (a draft model's decode, or one MTP module pass).
+- TTFT under load: half a step's wait for the step in progress + the request's prefill in chunks of the
+  token budget the decodes leave, one step each (with disaggregation: its prefill alone on a prefill
+  instance + the prompt's KV cache sent over the inter-node network) + with a request rate, the M/D/1
+  queueing wait load / (2 (1 - load)) x prefill time.
+- Communication: tensor-parallel ring all-reduce after each mixer and FFN, 2 (tp - 1) / tp x bytes /
+  link (Patarasuk & Yuan 2009; nccl-tests' bus bandwidth) + a latency each; pipeline
+  transfers point to point (``INTERNODE_BYTES_PER_S`` across nodes); with attention data parallel,
+  expert-parallel all-to-all (dispatch and combine of top-k hidden states, DeepSeek-V3 / SGLang's DP
+  attention); latencies and link fractions from ``godprof.analytic.efficiency``.
 
-Throughput (output tokens/s) per replica = b x n / TPOT. Sizing: with a concurrency C the replicas are
-ceil(C / b_max) where b_max is the largest batch that fits and meets the SLOs; with a rate R (requests/s)
-they are ceil(R / r(b_max)), r(b) = b / (output x TPOT(b)); each replica then runs at the smallest batch
-that carries its share. Energy uses ``plan.power`` with a utilisation that counts compute at full weight
-and HBM traffic at half weight (u = min(1, c + m / 2), each relative to the roofline's sustained rate;
-communication time counts as idle). Energy and cost are per one million output tokens; prompt tokens
-are paid for inside the prefill time.
+Throughput (output tokens/s) per replica = b x n x tau / step (disaggregated: the lesser of the decode
+instances' and the prefill instances' rates). Sizing: the batch per instance is at most the largest that
+fits memory, meets the SLOs and ``--max-batch`` (an engine's max_num_seqs); ``--concurrency max`` runs one
+replica at that batch (offline, maximum throughput); a concurrency C takes ceil(C / b_max) replicas, a
+rate R ceil(R / r(b_max)). Energy uses ``plan.power`` with a utilisation that counts compute at full
+weight and HBM traffic at half weight; energy and cost are per one million output tokens.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from godprof.analytic import memory as M
 from godprof.analytic import roofline as R
 from godprof.analytic.params import ParamCounts, count_params
 from godprof.dtypes import get_dtype
-from godprof.plan.layout import Layout, StageShare, request_kv_bytes, stage_shares, tp_problem
-from godprof.plan.power import IDLE_FRACTION, cost_per_million, energy_kwh_per_million, gpu_power_w
+from godprof.plan.layout import Layout, stage_shares, tp_problem
+from godprof.plan.power import cost_per_million, energy_kwh_per_million, gpu_power_w
+from godprof.plan.serving_memory import Draft, _StageMemory
+from godprof.plan.serving_timing import (
+    ALLREDUCE_LATENCY_S,
+    INTERNODE_BYTES_PER_S,
+    _largest,
+    _smallest,
+    _Timer,
+    md1_wait_s,
+    tokens_per_step,
+)  # fmt: skip
+from godprof.plan.serving_types import Candidate, ServeOptions, ServePlan, Speculative
 from godprof.plan.workload import ServingWorkload
 from godprof.spec import Spec
 
-ALLREDUCE_LATENCY_S = 5e-6  # per all-reduce: small-message latency on NVLink
-INTERNODE_BYTES_PER_S = 50e9  # 400 Gb/s NDR InfiniBand, one NIC per GPU
+__all__ = [
+    "ALLREDUCE_LATENCY_S", "INTERNODE_BYTES_PER_S", "Candidate", "ServeOptions", "ServePlan",
+    "Speculative", "batch_curve", "evaluate", "layouts", "parallel_choices", "plan_serving", "tokens_per_step",
+]  # fmt: skip
 PP_CHOICES = (1, 2, 4, 8, 16)
 DEFAULT_MAX_REPLICA_GPUS = 64  # the search never builds one replica from more than 8 nodes
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    dtype: str = "bf16"
-    kv_dtype: str | None = None
-    max_gpus: int | None = None
-    gpus_per_node: int = 8
-    headroom: float = 0.1
-    usd_per_gpu_hour: float | None = None
-    idle_fraction: float = IDLE_FRACTION
-    tp: int | None = None  # fix the tensor-parallel degree (None: search)
-    pp: int | None = None  # fix the pipeline degree (None: search)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.headroom < 1:
-            raise ValueError(f"--headroom must be in [0, 1), got {self.headroom}")
-        if self.max_gpus is not None and self.max_gpus < 1:
-            raise ValueError(f"--max-gpus must be positive, got {self.max_gpus}")
-        if self.gpus_per_node < 1:
-            raise ValueError(f"--gpus-per-node must be positive, got {self.gpus_per_node}")
-        get_dtype(self.dtype)
-        if self.kv_dtype:
-            get_dtype(self.kv_dtype)
-
-
-@dataclass
-class Candidate:
-    """One GPU type and layout, evaluated. ``fits`` means memory, SLOs and --max-gpus are all met."""
-
-    gpu: Any
-    layout: Layout
-    fits: bool
-    reason: str | None = None
-    missing_bytes_per_gpu: int = 0  # memory short per GPU for one request (0 if it fits)
-    memory: dict[str, int] = field(default_factory=dict)  # per GPU at the operating point
-    max_concurrency: int = 0  # requests one replica holds in memory
-    batch_limit: int = 0  # the largest batch meeting memory and SLOs
-    limited_by: str = ""  # "memory" or "TTFT SLO" / "TPOT SLO"
-    batch: int = 0  # requests per replica at the operating point
-    ttft_s: float = 0.0
-    tpot_s: float = 0.0
-    decode_step_s: float = 0.0
-    prefill_s: float = 0.0
-    comm_share: float = 0.0  # of a decode step spent in all-reduce / pipeline transfers
-    bound: str = ""
-    tokens_per_s: float = 0.0  # output tokens/s, all replicas
-    tokens_per_s_per_gpu: float = 0.0
-    requests_per_s: float = 0.0
-    power_w_per_gpu: float = 0.0
-    energy_kwh_per_mtok: float = 0.0
-    usd_per_mtok: float | None = None
-    load: float = 0.0  # share of replica capacity used (rate workloads)
-
-    def key(self) -> tuple:
-        """Ranking: fits, fewest GPUs, cheapest per token, then fastest per token. Layouts that do not fit
-        rank closest first: those that hold the model (missing an SLO or the GPU cap), then by memory short."""
-        if not self.fits:
-            short = self.missing_bytes_per_gpu / self.gpu.memory_bytes
-            return (True, short > 0, short, self.tpot_s, self.layout.gpus)
-        price = self.usd_per_mtok if self.usd_per_mtok is not None else self.energy_kwh_per_mtok
-        return (False, self.layout.gpus, price, self.tpot_s, self.layout.gpus_per_replica)
-
-    @property
-    def short_reason(self) -> str:
-        """A few words for tables: why this layout is not the plan."""
-        if self.fits:
-            return ""
-        if self.missing_bytes_per_gpu > 0:
-            return f"{self.missing_bytes_per_gpu / 2**30:.1f} GiB/GPU short"
-        if self.limited_by.endswith("SLO"):
-            slo = self.limited_by.split()[0]
-            return f"{slo} > SLO"
-        return "over --max-gpus"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "gpu": self.gpu.key,
-            "gpu_name": self.gpu.name,
-            "layout": self.layout.to_dict(),
-            "gpus": self.layout.gpus,
-            "gpus_per_replica": self.layout.gpus_per_replica,
-            "fits": self.fits,
-            "reason": self.reason,
-            "missing_bytes_per_gpu": self.missing_bytes_per_gpu,
-            "memory_per_gpu": dict(self.memory),
-            "max_concurrency_per_replica": self.max_concurrency,
-            "batch_limit_per_replica": self.batch_limit,
-            "limited_by": self.limited_by,
-            "batch_per_replica": self.batch,
-            "ttft_s": self.ttft_s,
-            "tpot_s": self.tpot_s,
-            "decode_step_s": self.decode_step_s,
-            "prefill_s": self.prefill_s,
-            "comm_share_of_decode": self.comm_share,
-            "decode_bound": self.bound,
-            "tokens_per_s": self.tokens_per_s,
-            "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
-            "requests_per_s": self.requests_per_s,
-            "power_w_per_gpu": self.power_w_per_gpu,
-            "energy_kwh_per_million_tokens": self.energy_kwh_per_mtok,
-            "usd_per_million_tokens": self.usd_per_mtok,
-            "load": self.load,
-        }
-
-
-@dataclass
-class ServePlan:
-    spec: Spec
-    workload: ServingWorkload
-    options: ServeOptions
-    counts: ParamCounts
-    weights_bytes: int
-    chosen: Candidate | None
-    candidates: list[Candidate]  # every layout evaluated, best first
-    missing: str | None = None
-    risks: list[str] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool:
-        return self.chosen is not None
-
-    def alternatives(self, limit: int = 8) -> list[Candidate]:
-        """The best fitting layout of every other GPU type, then other fitting layouts, then near misses."""
-        out: list[Candidate] = []
-        chosen = self.chosen
-        seen_gpus = {chosen.gpu.key} if chosen else set()
-        for c in self.candidates:
-            if c.fits and c.gpu.key not in seen_gpus:
-                out.append(c)
-                seen_gpus.add(c.gpu.key)
-        for c in self.candidates:
-            if len(out) >= limit:
-                break
-            if c is not chosen and c not in out and c.fits:
-                out.append(c)
-        for c in self.candidates:
-            if len(out) >= limit:
-                break
-            if not c.fits and c not in out:
-                out.append(c)
-        return out[:limit]
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.chosen
-        wl = self.workload
-        return {
-            "schema": "godprof.plan.serve/1",
-            "mode": "serve",
-            "spec": self.spec.name,
-            "params": self.counts.total,
-            "params_active": self.counts.active,
-            "dtype": self.options.dtype,
-            "kv_dtype": self.kv_dtype,
-            "weights_bytes": self.weights_bytes,
-            "workload": wl.to_dict(),
-            "headroom": self.options.headroom,
-            "fits": self.fits,
-            "gpu": c.gpu.key if c else None,
-            "gpus": c.layout.gpus if c else None,
-            "layout": c.layout.to_dict() if c else None,
-            "chosen": c.to_dict() if c else None,
-            "missing": self.missing,
-            "alternatives": [a.to_dict() for a in self.alternatives()],
-            "risks": list(self.risks),
-        }
-
-    @property
-    def kv_dtype(self) -> str:
-        from godprof.analytic.workload import Workload
-
-        return Workload(dtype=self.options.dtype, kv_dtype=self.options.kv_dtype).cache_dtype.name
-
-
-# --------------------------------------------------------------------------- timing model
-
-
-class _Timer:
-    """Per-layout latency model (see the module docstring), memoised over batch sizes."""
-
-    def __init__(
-        self, spec: Spec, counts: ParamCounts, gpu: Any, layout: Layout, wl: ServingWorkload, opts: ServeOptions
-    ):
-        self.spec, self.counts, self.gpu, self.layout, self.wl, self.opts = spec, counts, gpu, layout, wl, opts
-        self.act_bytes = 2 if get_dtype(opts.dtype).bits != 32 else 4
-        self.rates = R.rates(gpu, opts.dtype)
-        tp, pp = layout.tp, layout.pp
-        self.link = gpu.interconnect_bytes_per_s
-        self.p2p_link = self.link if layout.gpus_per_replica <= opts.gpus_per_node else INTERNODE_BYTES_PER_S
-        n_ar = sum(1 + (lay.ffn is not None) for lay in spec.layers())  # all-reduces per forward
-        self.allreduce_per_token_s = (
-            0.0 if tp == 1 else n_ar * 2 * (tp - 1) / tp * spec.model.hidden_size * self.act_bytes / self.link
-        )
-        self.allreduce_latency_s = 0.0 if tp == 1 else n_ar * ALLREDUCE_LATENCY_S  # per forward pass
-        self.p2p_per_token_s = (pp - 1) * spec.model.hidden_size * self.act_bytes / self.p2p_link
-        self.ctx = wl.prompt_tokens + max(1, wl.output_tokens // 2)
-        self._decode: dict[int, tuple[float, float, float, str]] = {}
-        p = wl.prompt_tokens
-        r = R.prefill_time_s(spec, counts, gpu, 1, p, opts.dtype, kv_dtype=opts.kv_dtype)
-        comm = p * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
-        self.prefill_s = r / tp + comm
-        # stages prefill one after another: one of pp stages is busy at a time
-        self.prefill_util = (1.0 / pp) * (
-            self._util(
-                R.prefill_flops(spec, counts, 1, p), R.prefill_bytes(spec, counts, 1, p, opts.dtype, opts.kv_dtype), r
-            )
-            * (r / tp)
-            / self.prefill_s
-        )
-
-    def _util(self, flops: float, nbytes: float, roof_s: float) -> float:
-        c = flops / (roof_s * self.rates.flops_per_s)
-        m = nbytes / (roof_s * self.rates.bytes_per_s)
-        return min(1.0, c + 0.5 * m)
-
-    def _weights_touched(self, seqs: int) -> float:
-        """``roofline.weights_touched_bytes``; linear in the batch without MoE (one embedding row each)."""
-        if self.spec.has_moe:
-            return R.weights_touched_bytes(self.spec, self.counts, seqs, self.opts.dtype, rows=seqs)
-        return self._w1 + (seqs - 1) * self._w_row
-
-    def decode_roofline(self, seqs: int) -> tuple[float, float, float]:
-        """(seconds, FLOPs, bytes) of one whole-model decode step of ``seqs`` sequences on one GPU: the
-        roofline's ``decode_step_time_s``, evaluated from its parts (FLOPs and KV/state bytes are linear in
-        the batch) so the batch search does not rebuild the layer list for every trial."""
-        if not hasattr(self, "_flops1"):
-            s, c, o = self.spec, self.counts, self.opts
-            self._flops1 = R.decode_flops(s, c, 1, self.ctx)
-            self._w1 = R.weights_touched_bytes(s, c, 1, o.dtype, rows=1)
-            self._w_row = R.weights_touched_bytes(s, c, 2, o.dtype, rows=2) - self._w1 if not s.has_moe else 0
-            self._seq_bytes = R.decode_bytes(s, c, 1, self.ctx, o.dtype, o.kv_dtype) - self._w1
-        flops = seqs * self._flops1
-        nbytes = self._weights_touched(seqs) + seqs * self._seq_bytes
-        return max(flops / self.rates.flops_per_s, nbytes / self.rates.bytes_per_s), flops, nbytes
-
-    def decode(self, requests: int) -> tuple[float, float, float, str]:
-        """(step seconds, utilisation, comm share, bound) for ``requests`` requests in decode."""
-        if requests not in self._decode:
-            seqs = math.ceil(requests * self.wl.samples_per_prompt / self.layout.pp)
-            roof, flops, nbytes = self.decode_roofline(seqs)
-            comm = seqs * (self.allreduce_per_token_s + self.p2p_per_token_s) + self.allreduce_latency_s
-            step = roof / self.layout.tp + comm
-            util = self._util(flops, nbytes, roof) * (roof / self.layout.tp) / step
-            # fewer sequences than stages leave stages idle: min(1, sequences / pp) of them are busy
-            util *= min(1.0, requests * self.wl.samples_per_prompt / self.layout.pp)
-            bound = "compute" if flops / self.rates.flops_per_s > nbytes / self.rates.bytes_per_s else "memory"
-            self._decode[requests] = (step, util, comm / step, bound)
-        return self._decode[requests]
-
-    def tpot(self, b: int) -> float:
-        return self.decode(b)[0] + b * self.prefill_s / self.wl.output_tokens
-
-    def ttft(self, b: int) -> float:
-        return self.prefill_s + self.decode(b)[0]
-
-    def request_rate(self, b: int) -> float:
-        """Requests per second one replica completes at batch b."""
-        return b / (self.wl.output_tokens * self.tpot(b))
-
-    def meets(self, b: int) -> str | None:
-        """None when batch b meets the SLOs, else which one it misses."""
-        wl = self.wl
-        if wl.slo_ttft_s is not None and self.ttft(b) > wl.slo_ttft_s:
-            return "TTFT"
-        if wl.slo_tpot_s is not None and self.tpot(b) > wl.slo_tpot_s:
-            return "TPOT"
-        return None
-
-
-def _largest(lo: int, hi: int, ok) -> int:
-    """Largest b in [lo, hi] with ok(b), for ok monotone (true then false); lo - 1 if none."""
-    if hi < lo or not ok(lo):
-        return lo - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
-    return lo
-
-
-def _smallest(lo: int, hi: int, ok) -> int:
-    """Smallest b in [lo, hi] with ok(b), for ok monotone (false then true); hi if none."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
-    return lo
+MAX_AUTO_DECODE_INSTANCES = 8  # --disaggregate auto: decode instances per prefill pool tried
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
 def evaluate(
-    spec: Spec, counts: ParamCounts, gpu: Any, tp: int, pp: int, wl: ServingWorkload, opts: ServeOptions
-) -> Candidate:
-    """Memory, SLOs, replicas and figures of one GPU type and (tp, pp) layout for the workload."""
+    spec: Spec, counts: ParamCounts, gpu: Any, tp: int, pp: int, wl: ServingWorkload, opts: ServeOptions,
+    dp: int = 1, ep: int | None = None, draft: Draft = None,
+) -> Candidate:  # fmt: skip
+    """Memory, SLOs, replicas and figures of one GPU type and (tp, pp, attention dp, ep) layout."""
     dt = get_dtype(opts.dtype)
     from godprof.analytic.workload import Workload
 
     kv_dt = Workload(dtype=opts.dtype, kv_dtype=opts.kv_dtype).cache_dtype
-    ep = tp if (spec.has_moe and tp > 1 and _experts_split(spec, tp)) else 1
-    layout = Layout(tp, pp, ep, 1)
+    g = tp * dp
+    if ep is None:
+        ep = g if (spec.has_moe and g > 1 and (dp > 1 or _experts_split(spec, tp))) else 1
+    pools = opts.disaggregate or (0, 1)
+    layout = Layout(tp, pp, ep, 1, dp, max(1, pools[0]) if opts.disaggregated else 0, max(1, pools[1]))
     weights_total = M.weights_bytes(counts, dt, 128)
     shares = stage_shares(spec, counts, weights_total, dt, layout)
-    usable = gpu.memory_bytes * (1 - opts.headroom)
-    acts = R.activation_bytes(spec, wl.context_tokens, opts.dtype) / tp
-    per_req = [request_kv_bytes(s, wl.prompt_tokens, wl.output_tokens, wl.samples_per_prompt, kv_dt) for s in shares]
-
-    def stage_need(s: StageShare, kv: float, b: int) -> float:
-        return s.weights_bytes + acts + b * kv
-
+    mem = _StageMemory(spec, counts, shares, wl, opts, kv_dt, layout, gpu, draft)
+    usable = mem.usable
     cand = Candidate(gpu, layout, False)
-    max_conc = min(
-        (math.floor((usable - s.weights_bytes - acts) / kv) if kv > 0 else (1 << 30))
-        for s, kv in zip(shares, per_req, strict=True)
-    )
+    max_conc = mem.max_requests()
     if max_conc < 1:
-        need = max(stage_need(s, kv, 1) for s, kv in zip(shares, per_req, strict=True))
+        need = mem.need(1)
         cand.missing_bytes_per_gpu = int(need - usable)
+        cand.rejected_by = "memory"
         cand.reason = (
             f"memory: needs {need / 2**30:.1f} GiB per GPU for one request, {usable / 2**30:.1f} GiB usable "
             f"({(need - usable) / 2**30:.1f} GiB short)"
         )
-        cand.memory = _memory(shares, per_req, acts, 1)
+        cand.memory = mem.record(1)
         return cand
     cand.max_concurrency = max_conc
-    t = _Timer(spec, counts, gpu, layout, wl, opts)
+    t = _Timer(spec, counts, gpu, layout, wl, opts, draft)
     miss = t.meets(1)
     if miss:
         val = t.ttft(1) if miss == "TTFT" else t.tpot(1)
         slo = wl.slo_ttft_s if miss == "TTFT" else wl.slo_tpot_s
         cand.reason = f"{miss} SLO: {val * 1e3:.1f} ms at one request > {slo * 1e3:.1f} ms"
-        cand.limited_by = f"{miss} SLO"
-        _fill(cand, t, shares, per_req, acts, 1, 1, wl, opts)
+        cand.limited_by = cand.rejected_by = f"{miss} SLO"
+        _fill(cand, t, mem, 1, 1, wl, opts)
         cand.fits = False
         return cand
-    b_max = _largest(1, max_conc, lambda b: t.meets(b) is None)
+    top = min(max_conc, opts.max_batch * dp)  # --max-batch caps each attention-DP rank's sequences
+    b_max = _largest(1, top, lambda b: t.meets(b) is None)
     cand.batch_limit = b_max
-    cand.limited_by = "memory" if b_max == max_conc else f"{t.meets(b_max + 1)} SLO"
-    if wl.rate_per_s is not None:
-        replicas = math.ceil(wl.rate_per_s / t.request_rate(b_max) - 1e-9)
+    if b_max < top:
+        cand.limited_by = f"{t.meets(b_max + 1)} SLO"
+    else:
+        cand.limited_by = "memory" if top == max_conc else "max-batch"
+    if opts.disaggregated:
+        layout = _pools(t, layout, b_max, wl, opts)
+        t.layout = layout
+    per_instance = layout.decode_instances
+    if opts.concurrency_max:  # offline: every replica full; as many replicas as --max-gpus holds
+        replicas, b = max(1, (opts.max_gpus or 0) // layout.gpus_per_replica), b_max
+    elif wl.rate_per_s is not None:
+        replicas = math.ceil(wl.rate_per_s / _capacity(t, layout, b_max) - 1e-9)
         per = wl.rate_per_s / replicas
-        b = _smallest(1, b_max, lambda x: t.request_rate(x) >= per)
+        b = _smallest(1, b_max, lambda x: _capacity(t, layout, x) >= per)
     else:
         conc = wl.concurrency or 1
-        replicas = math.ceil(conc / b_max)
-        b = math.ceil(conc / replicas)
+        replicas = math.ceil(conc / (b_max * per_instance))
+        b = math.ceil(conc / (replicas * per_instance))
     cand.layout = replace(layout, replicas=replicas)
-    _fill(cand, t, shares, per_req, acts, b, replicas, wl, opts)
+    _fill(cand, t, mem, b, replicas, wl, opts)
     cand.fits = True
     if opts.max_gpus is not None and cand.layout.gpus > opts.max_gpus:
         cand.fits = False
+        cand.rejected_by = "max-gpus"
         cand.reason = f"needs {cand.layout.gpus} GPUs ({replicas} replicas) > --max-gpus {opts.max_gpus}"
     return cand
+
+
+def _capacity(t: _Timer, layout: Layout, b: int) -> float:
+    """Requests per second one replica completes with ``b`` requests per decode instance; with
+    disaggregated prefill, the lesser of what its decode and its prefill instances carry."""
+    rate = layout.decode_instances * t.request_rate(b)
+    if layout.prefill_instances:
+        rate = min(rate, layout.prefill_instances * t.prefill_rate())
+    return rate
+
+
+def _pools(t: _Timer, layout: Layout, b: int, wl: ServingWorkload, opts: ServeOptions) -> Layout:
+    """The instance pools of a disaggregated replica: as given, or (``--disaggregate auto``) with a
+    concurrency C the fewest decode instances that hold it, ceil(C / b), and the prefill instances
+    that keep up with them; otherwise (a rate, or offline) the decode instances, up to
+    ``MAX_AUTO_DECODE_INSTANCES``, that give the most output tokens/s per GPU at batch ``b``."""
+    assert opts.disaggregate is not None
+    if min(opts.disaggregate) > 0:
+        return layout
+    best, best_rate = layout, -1.0
+    fixed = wl.concurrency is not None and wl.rate_per_s is None and not opts.concurrency_max
+    choices = [min(MAX_AUTO_DECODE_INSTANCES, math.ceil(wl.concurrency / b))] if fixed else []
+    for d in choices or range(1, MAX_AUTO_DECODE_INSTANCES + 1):
+        b = math.ceil(wl.concurrency / d) if fixed else b
+        p = max(1, math.ceil(d * t.request_rate(b) / t.prefill_rate() - 1e-9))
+        trial = replace(layout, prefill_instances=p, decode_instances=d)
+        rate = _capacity(t, trial, b) / trial.gpus_per_replica
+        if rate > best_rate * (1 + 1e-9):
+            best, best_rate = trial, rate
+    return best
 
 
 def _experts_split(spec: Spec, tp: int) -> bool:
     return all(f.tp_problem(tp) is None for f in spec.ffns.values() if f is not None and f.sparse)
 
 
-def _memory(shares: list[StageShare], per_req: list[float], acts: float, b: int) -> dict[str, int]:
-    i = max(range(len(shares)), key=lambda k: shares[k].weights_bytes + acts + b * per_req[k])
-    s = shares[i]
-    out = {"weights_bytes": int(s.weights_bytes), "kv_cache_bytes": int(b * per_req[i]), "activations_bytes": int(acts)}
-    out["total_bytes"] = sum(out.values())
-    return out
-
-
-def _fill(
-    c: Candidate, t: _Timer, shares, per_req, acts, b: int, replicas: int, wl: ServingWorkload, opts: ServeOptions
-) -> None:
+def _fill(c: Candidate, t: _Timer, mem: _StageMemory, b: int, replicas: int, wl: ServingWorkload,
+          opts: ServeOptions) -> None:  # fmt: skip
     c.batch = b
-    step, dutil, comm_share, bound = t.decode(b)
-    c.decode_step_s, c.prefill_s, c.comm_share, c.bound = step, t.prefill_s, comm_share, bound
-    c.ttft_s = t.ttft(b)
+    step, dutil, comm_share, bound = t.step(b)
+    c.decode_step_s, c.comm_share, c.bound = step, comm_share, bound
+    c.prefill_s = t.prefill_alone()[0]
+    c.tokens_per_step = t.tau
+    c.prefill_tokens_per_step = 0.0 if opts.disaggregated else t.prefill_per_step(b)
     c.tpot_s = t.tpot(b)
-    per_replica = b * wl.samples_per_prompt / c.tpot_s
-    c.tokens_per_s = per_replica * replicas
-    c.tokens_per_s_per_gpu = per_replica / c.layout.gpus_per_replica
-    c.requests_per_s = t.request_rate(b) * replicas
-    c.load = (
-        (wl.rate_per_s / replicas / t.request_rate(c.batch_limit or b))
-        if wl.rate_per_s
-        else b / max(1, c.batch_limit or b)
-    )
-    prefill_time = b * t.prefill_s / wl.output_tokens
-    util = (step * dutil + prefill_time * t.prefill_util) / (step + prefill_time)
-    c.power_w_per_gpu = gpu_power_w(c.gpu.tdp_w, util, opts.idle_fraction)
-    total_power = c.power_w_per_gpu * c.layout.gpus
-    c.energy_kwh_per_mtok = energy_kwh_per_million(total_power, c.tokens_per_s)
-    if opts.usd_per_gpu_hour is not None:
-        c.usd_per_mtok = cost_per_million(c.layout.gpus, opts.usd_per_gpu_hour, c.tokens_per_s)
-    c.memory = _memory(shares, per_req, acts, b)
+    c.requests_per_s = _capacity(t, c.layout, b) * replicas
+    c.tokens_per_s = c.requests_per_s * wl.output_tokens * wl.samples_per_prompt
+    c.tokens_per_s_per_gpu = c.tokens_per_s / c.layout.gpus
+    cap = _capacity(t, c.layout, c.batch_limit or b)
+    c.load = (wl.rate_per_s / replicas / cap) if wl.rate_per_s else b / max(1, c.batch_limit or b)
+    parts = t.ttft_parts(b)
+    if wl.rate_per_s is not None and c.load < 1.0:  # Poisson arrivals wait for the prefill ahead of them
+        parts["queue"] = md1_wait_s(parts["prefill"], c.load)
+    c.ttft_parts = parts
+    c.ttft_s = sum(parts.values())
+    c.power_w_per_gpu = gpu_power_w(c.gpu.tdp_w, dutil, opts.idle_fraction)  # the step includes the prefill
+    c.energy_kwh_per_mtok = energy_kwh_per_million(c.power_w_per_gpu * c.layout.gpus, c.tokens_per_s)
+    price = opts.price(c.gpu)
+    if price is not None:
+        c.usd_per_mtok = cost_per_million(c.layout.gpus, price, c.tokens_per_s)
+    c.memory = mem.record(b)
 
 
-def layouts(spec: Spec, opts: ServeOptions) -> list[tuple[int, int]]:
-    """(tp, pp) pairs searched: tp a power of two within a node whose heads split evenly; pp in 1, 2, 4,
-    8, 16 up to the layer count; tp x pp within --max-gpus (else 64 GPUs). ``opts.tp`` / ``opts.pp`` fix
-    a degree (a tp that cannot split the heads raises ValueError)."""
+def layouts(spec: Spec, opts: ServeOptions) -> list[tuple[int, int, int]]:
+    """(tp, pp, attention dp) searched: tp a power of two within a node whose heads split evenly; pp in
+    1, 2, 4, 8, 16 up to the layer count; for MoE models attention dp in powers of two with tp x dp within
+    a node (dense models: dp 1, a replica is the same thing); the GPUs within --max-gpus (else 64).
+    ``opts.tp`` / ``opts.pp`` / ``opts.attn_dp`` fix a degree (a tp that cannot split the heads raises
+    ValueError)."""
     cap = opts.max_gpus or DEFAULT_MAX_REPLICA_GPUS
     tps = parallel_choices(spec, opts.gpus_per_node, opts.tp)
     pps = [opts.pp] if opts.pp else [p for p in PP_CHOICES if p <= spec.model.num_layers]
-    return [(tp, pp) for tp in tps for pp in pps if tp * pp <= cap or (opts.tp and opts.pp)]
+    out = []
+    for tp in tps:
+        if opts.attn_dp is not None:
+            dps = [opts.attn_dp]
+        elif spec.has_moe:
+            dps = [d for d in (1, 2, 4, 8, 16, 32, 64) if tp * d <= opts.gpus_per_node]
+        else:
+            dps = [1]
+        for dp in dps:
+            if opts.ep is not None and (tp * dp) % opts.ep:
+                continue  # ep must divide the tp x dp GPUs its experts are spread over
+            for pp in pps:
+                fixed = opts.tp and opts.pp and opts.attn_dp is not None
+                if tp * pp * dp <= cap or fixed:
+                    out.append((tp, pp, dp))
+    if not out and opts.ep is not None:
+        raise ValueError(f"--ep {opts.ep}: divides no tp x attention-dp group searched; give --tp/--attn-dp")
+    return out
 
 
 def parallel_choices(spec: Spec, gpus_per_node: int, fixed: int | None) -> list[int]:
@@ -471,19 +255,28 @@ def parallel_choices(spec: Spec, gpus_per_node: int, fixed: int | None) -> list[
     return out
 
 
-def plan_serving(spec: Spec, gpus: list[Any], wl: ServingWorkload, opts: ServeOptions) -> ServePlan:
+def plan_serving(spec: Spec, gpus: list[Any], wl: ServingWorkload, opts: ServeOptions,
+                 draft_spec: Spec | None = None) -> ServePlan:  # fmt: skip
     """Evaluate every layout on every GPU type; choose the fitting one with the fewest GPUs (then the
-    cheapest per token, then the fastest). ``missing`` explains a plan where nothing fits."""
+    cheapest per token, then the fastest). ``missing`` explains a plan where nothing fits. With
+    ``opts.speculative``, ``draft_spec`` is the draft model (None: the spec's MTP modules)."""
     counts = count_params(spec)
+    if opts.speculative is not None and draft_spec is None and counts.mtp_total == 0:
+        raise ValueError(f"--speculative: {spec.name} has no mtp section; name a draft model (draft=SPEC)")
+    draft: Draft = (draft_spec, count_params(draft_spec)) if draft_spec is not None else None
     weights = M.weights_bytes(counts, get_dtype(opts.dtype))
     cands: list[Candidate] = []
     for gpu in gpus:
         gpu.peak_flops(R.compute_dtype(gpu, opts.dtype))  # a card without this dtype's tensor path raises here
-        for tp, pp in layouts(spec, opts):
-            cands.append(evaluate(spec, counts, gpu, tp, pp, wl, opts))
-    cands.sort(key=lambda c: c.key())
+        for tp, pp, dp in layouts(spec, opts):
+            cands.append(evaluate(spec, counts, gpu, tp, pp, wl, opts, dp, opts.ep, draft))
+    by_price = all(c.usd_per_mtok is not None for c in cands if c.fits)  # USD only where every card is priced
+    if opts.concurrency_max:  # offline: the most output tokens/s per GPU (then the usual order)
+        cands.sort(key=lambda c: (not c.fits, -c.tokens_per_s_per_gpu if c.fits else 0.0, c.key(by_price)))
+    else:
+        cands.sort(key=lambda c: c.key(by_price))
     chosen = cands[0] if cands and cands[0].fits else None
-    plan = ServePlan(spec, wl, opts, counts, weights, chosen, cands)
+    plan = ServePlan(spec, wl, opts, counts, weights, chosen, cands, draft=draft)
     if chosen is None:
         plan.missing = _missing(plan)
     else:
@@ -525,22 +318,26 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
             f"KV cache limits concurrency to {c.max_concurrency} requests per replica "
             f"({wl.prompt_tokens + wl.output_tokens:,} tokens each); a longer context or an fp8 KV cache changes it"
         )
+    elif c.limited_by == "max-batch":
+        risks.append(f"--max-batch {plan.options.max_batch} (an engine's max_num_seqs) limits the batch to "
+                     f"{c.batch_limit} requests per replica (memory would hold {c.max_concurrency})")  # fmt: skip
     elif c.limited_by:
         risks.append(f"the {c.limited_by} limits the batch to {c.batch_limit} requests per replica "
                      f"(memory would hold {c.max_concurrency})")  # fmt: skip
     mem = c.memory
-    usable = c.gpu.memory_bytes * (1 - plan.options.headroom)
+    usable = mem.get("usable_bytes") or c.gpu.memory_bytes * (1 - plan.options.headroom)
     if mem.get("weights_bytes", 0) > 0.8 * usable:
         risks.append(
             f"weights take {mem['weights_bytes'] / usable:.0%} of usable memory per GPU: little room for KV cache"
         )
     if c.comm_share > 0.2:
-        risks.append(
-            f"tensor-parallel communication is {c.comm_share:.0%} of a decode step (all-reduce latency, not "
-            "modelled, adds more at small batch)"
-        )
+        risks.append(f"communication (all-reduce, pipeline transfers, all-to-all) is {c.comm_share:.0%} of a step")
     if wl.rate_per_s is not None and c.load > 0.8:
-        risks.append(f"replicas run at {c.load:.0%} of capacity: queueing will push TTFT above the steady-state figure")
+        risks.append(f"replicas run at {c.load:.0%} of capacity: the M/D/1 queueing wait in TTFT "
+                     f"({c.ttft_parts.get('queue', 0.0) * 1e3:.0f} ms) grows fast near 100%")  # fmt: skip
+    if wl.slo_ttft_s is not None and c.ttft_s > wl.slo_ttft_s:
+        risks.append(f"with queueing TTFT is {c.ttft_s * 1e3:.0f} ms, over the {wl.slo_ttft_s * 1e3:.0f} ms SLO: "
+                     "add replicas (lower --rate per replica)")  # fmt: skip
     if c.layout.gpus_per_replica > plan.options.gpus_per_node:
         risks.append("a replica spans nodes: pipeline transfers go over the inter-node network")
     for m in set(plan.spec.layer_mixers):
@@ -551,26 +348,33 @@ def _risks(plan: ServePlan, c: Candidate) -> list[str]:
     if plan.spec.has_moe:
         risks.append("MoE: routing imbalance across experts is not modelled (expert traffic is averaged)")
     if wl.slo_ttft_s is None and wl.slo_tpot_s is None:
-        risks.append("no SLO given: the batch is sized by memory alone")
+        risks.append("no SLO given: the batch is sized by memory and --max-batch alone")
+    if plan.options.speculative is not None:
+        risks.append(f"speculative decoding assumes acceptance {plan.options.speculative.acceptance:g} for every "
+                     "token; real acceptance varies with the text")  # fmt: skip
     return risks
 
 
 def batch_curve(plan: ServePlan, points: int = 24) -> list[dict[str, float]]:
-    """TTFT, TPOT and output tokens/s per GPU of the chosen layout's replica at batch sizes from 1 to the
-    memory limit (log-spaced), for the report's plot."""
+    """TTFT, TPOT and output tokens/s per GPU of the chosen layout's replica at batch sizes from 1 to its
+    limit (log-spaced), for the report's plot."""
     c = plan.chosen
     if c is None:
         return []
-    t = _Timer(plan.spec, plan.counts, c.gpu, replace(c.layout, replicas=1), plan.workload, plan.options)
-    top = max(1, c.max_concurrency)
+    layout = replace(c.layout, replicas=1)
+    t = _Timer(plan.spec, plan.counts, c.gpu, layout, plan.workload, plan.options, plan.draft)
+    top = max(1, c.batch_limit or c.max_concurrency)
     bs = sorted({max(1, round(top ** (i / (points - 1)))) for i in range(points)})
-    n = plan.workload.samples_per_prompt
+    wl = plan.workload
     return [
         {
             "batch": b,
             "ttft_s": t.ttft(b),
             "tpot_s": t.tpot(b),
-            "tokens_per_s_per_gpu": b * n / t.tpot(b) / c.layout.gpus_per_replica,
+            "tokens_per_s_per_gpu": _capacity(t, layout, b)
+            * wl.output_tokens
+            * wl.samples_per_prompt
+            / layout.gpus_per_replica,
         }
         for b in bs
     ]

@@ -83,7 +83,7 @@ def parse_swarm(data: Any, source: str | None = None, lines: dict[KeyPath, int] 
     base = Path(source).parent if source else None
     members: list[Member] = []
     raw = d.get("specialists")
-    if raw is not None and (not isinstance(raw, list) or not raw):
+    if "specialists" in d and (not isinstance(raw, list) or not raw):  # null too: a swarm needs members
         c.err(("specialists",), "expected a non-empty list of specialists ({name, spec, share})")
         raw = []
     names: set[str] = set()
@@ -269,8 +269,10 @@ def _totals(sp: SwarmPlan) -> dict[str, Any]:
     power = sum(c.power_w_per_gpu * c.layout.gpus for c in chosen)  # type: ignore[union-attr]
     gpus = sum(c.layout.gpus for c in chosen)  # type: ignore[union-attr]
     usd = None
-    if sp.options.usd_per_gpu_hour is not None:
-        usd = gpus * sp.options.usd_per_gpu_hour / 3600.0 / tokens * 1e6
+    prices = [sp.options.price(c.gpu) for c in chosen]  # type: ignore[union-attr]  # per GPU type
+    if all(p is not None for p in prices):
+        gpu_usd_per_hour = sum(c.layout.gpus * p for c, p in zip(chosen, prices, strict=True))  # type: ignore
+        usd = gpu_usd_per_hour / 3600.0 / tokens * 1e6
     from godprof.plan.power import energy_kwh_per_million
 
     return {

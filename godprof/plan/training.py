@@ -13,14 +13,12 @@ Formulas and sources:
 - GPU-hours = hardware FLOPs / (dense peak FLOP/s in the training dtype x ``mfu``) / 3600: ``mfu`` is
   the fraction of peak the executed FLOPs run at, so recomputation costs time; the model-FLOPs
   utilisation that results is reported as ``effective_mfu``.
-- Memory per GPU (mixed precision, Rajbhandari et al. 2020 "ZeRO"): 16-bit weights (2 B/param) and
-  gradients (2 B/param), optimizer state (AdamW: fp32 master + m + v = 12 B/param; see
-  ``memory.optimizer_bytes``), each split over tensor x pipeline ranks (``plan.layout``), then over the
-  data-parallel ranks by ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights (plus
-  two layers' gathered weights in flight, the current one and the prefetched next one).
-  Activations: ``memory.train_activation_bytes`` of one micro-batch, divided by tp (Megatron sequence
-  parallelism splits the rest); under the 1F1B pipeline schedule the first stage holds pp micro-batches
-  of its L/pp layers, i.e. about one micro-batch through all layers (Korthikanti et al. 2022, sec. 4.2.3).
+- Memory per GPU: ``plan.training_memory`` (ZeRO stages, fp32 or bf16 gradients, expert parallelism
+  independent of tp, ZeRO-Offload, dropout masks, partial recomputation), within memory x (1 -
+  headroom) less the runtime overheads of ``analytic.inference_memory`` (CUDA context, workspaces,
+  communication buffers).
+- Partial recomputation (``recompute_layers`` N per stage) adds one forward of those layers: hardware
+  FLOPs per token = (1 - f) x F(recompute) + f x F(full), f the fraction of layers recomputed.
 - Checkpoint = weights + optimizer state (what a restart needs).
 - Failures: a job on G GPUs with a per-GPU failure rate r (per hour) fails every MTBF = 1 / (r G) hours;
   expected interruptions = r x G x wall-clock hours = r x GPU-hours. Default r = 1.97e-5 per GPU-hour:
@@ -40,8 +38,16 @@ from godprof.analytic import flops as F
 from godprof.analytic import memory as M
 from godprof.analytic.params import ParamCounts, count_params
 from godprof.analytic.workload import Workload
-from godprof.plan.layout import Layout, max_layer_params, stage_shares
-from godprof.plan.power import IDLE_FRACTION, J_PER_KWH, gpu_power_w
+from godprof.plan.layout import Layout
+from godprof.plan.power import IDLE_FRACTION, J_PER_KWH, gpu_power_w, gpu_price
+from godprof.plan.training_memory import (
+    GRAD_BYTES,
+    ep_for,
+    recomputed_layers,
+    train_memory_per_gpu,
+    usable_bytes,
+    why_not_fits,
+)
 from godprof.spec import Spec
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -88,8 +94,22 @@ class TrainConfig:
     idle_fraction: float = IDLE_FRACTION
     tp: int | None = None  # fix the tensor-parallel degree (None: search)
     pp: int | None = None  # fix the pipeline degree (None: search)
+    ep: int | None = None  # fix the expert-parallel degree (None: the widest that divides tp x dp)
+    grad_dtype: str = "fp32"  # gradient accumulation: fp32 (DeepSpeed/Megatron default) or bf16
+    dropout: float = 0.0  # dropout probability; > 0 keeps the masks (plan.training_memory)
+    recompute_layers: int | None = None  # fully recompute the first N layers of each stage
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer state in CPU memory
+    usd_per_gpu_hour_by_gpu: dict[str, float] | None = None  # per GPU key; beats usd_per_gpu_hour
 
     def __post_init__(self) -> None:
+        if self.grad_dtype not in GRAD_BYTES:
+            raise ValueError(f"--grad-dtype must be fp32 or bf16, got {self.grad_dtype!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.recompute_layers is not None and self.recompute_layers < 0:
+            raise ValueError(f"--recompute-layers must be >= 0, got {self.recompute_layers}")
+        if self.ep is not None and self.ep < 1:
+            raise ValueError(f"--ep must be positive, got {self.ep}")
         if self.zero not in (0, 1, 2, 3):
             raise ValueError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if not 0 < self.mfu <= 1:
@@ -111,33 +131,6 @@ class TrainConfig:
             batch=self.micro_batch, seq=self.seq, dtype=self.dtype, mode="train", optimizer=self.optimizer,
             recompute=self.recompute,
         )  # fmt: skip
-
-
-def train_memory_per_gpu(spec: Spec, counts: ParamCounts, cfg: TrainConfig, layout: Layout) -> dict[str, int]:
-    """Bytes on the busiest GPU (heaviest pipeline stage) for a layout whose ``replicas`` is the
-    data-parallel degree: weights, gradients, optimizer state, activations, ZeRO-3 gather buffer, total."""
-    w = cfg.workload()
-    act_dt = w.act_dtype  # fp8 training keeps 16-bit master weights (Transformer Engine); int formats train in bf16
-    weights_total = M.weights_bytes(counts, act_dt)
-    shares = stage_shares(spec, counts, weights_total, act_dt, layout)
-    params_gpu = max(s.params for s in shares)
-    dp = layout.replicas
-    bpp = act_dt.bits / 8
-    opt_per_param = M.optimizer_bytes(counts, w) / counts.total
-    weights = params_gpu * bpp / (dp if cfg.zero >= 3 else 1)
-    grads = M.gradient_bytes(counts, w) / counts.total * params_gpu / (dp if cfg.zero >= 2 else 1)
-    opt = opt_per_param * params_gpu / (dp if cfg.zero >= 1 else 1)
-    gather = 2 * max_layer_params(spec) * bpp / layout.tp if (cfg.zero >= 3 and dp > 1) else 0
-    acts = M.train_activation_bytes(spec, w) / layout.tp
-    out = {
-        "weights_bytes": int(weights),
-        "gradients_bytes": int(grads),
-        "optimizer_bytes": int(opt),
-        "activations_bytes": int(acts),
-        "zero3_gather_bytes": int(gather),
-    }
-    out["total_bytes"] = sum(out.values())
-    return out
 
 
 @dataclass
@@ -170,6 +163,11 @@ class TrainPlan:
     def fits(self) -> bool:
         return self.chosen is not None
 
+    @property
+    def usable_bytes(self) -> int:
+        """Usable bytes per GPU of the chosen layout (of a multi-GPU one when nothing fits)."""
+        return usable_bytes(self.gpu, self.cfg, self.chosen.layout.gpus > 1 if self.chosen else True)
+
     def to_dict(self) -> dict[str, Any]:
         c = self.chosen
         layout = c.layout if c else None
@@ -183,7 +181,7 @@ class TrainPlan:
             "layout": {**layout.to_dict(), "dp": layout.replicas} if layout else None,
             "smallest_gpus": self.smallest.layout.gpus if self.smallest else None,
             "memory_per_gpu": dict(c.memory) if c else None,
-            "usable_bytes_per_gpu": int(self.gpu.memory_bytes * (1 - self.cfg.headroom)),
+            "usable_bytes_per_gpu": self.usable_bytes,
             "missing": self.missing,
             "train": {
                 "tokens": self.tokens,
@@ -205,6 +203,10 @@ class TrainPlan:
                 "recompute": self.cfg.recompute,
                 "optimizer": self.cfg.optimizer,
                 "dtype": self.cfg.dtype,
+                "grad_dtype": self.cfg.grad_dtype,
+                "dropout": self.cfg.dropout,
+                "recompute_layers": self.cfg.recompute_layers,
+                "offload_optimizer": self.cfg.offload_optimizer,
             },
             "run": dict(self.run),
             "alternatives": [
@@ -221,13 +223,30 @@ class TrainPlan:
         }
 
 
+def train_flops(spec: Spec, counts: ParamCounts, cfg: TrainConfig) -> tuple[int, int]:
+    """(hardware, model) FLOPs per token: with ``recompute_layers`` a fraction f of the layers is
+    recomputed in full, so hardware = (1 - f) x F(recompute) + f x F(full) (module docstring)."""
+    w = cfg.workload()
+    model = F.train_flops_per_token(spec, counts, Workload(seq=cfg.seq, mode="train", recompute="none"))
+    hw = F.train_flops_per_token(spec, counts, w)
+    layers = spec.model.num_layers
+    n = len(recomputed_layers(layers, cfg.pp or 1, cfg.recompute_layers)) if cfg.recompute != "full" else 0
+    if n:
+        full = F.train_flops_per_token(spec, counts, Workload(seq=cfg.seq, mode="train", recompute="full"))
+        hw = hw + (full - hw) * n // layers
+    return hw, model
+
+
 def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
     """Training FLOPs, GPU-hours, the smallest layout that fits, and the run on ``cfg.cluster_gpus``.
 
     Layout search: tp in powers of two up to a node (heads must split), pp in 1, 2, 4 ... 64 (at most the
-    layer count), data-parallel degree dp in powers of two, capped by ``max_gpus`` and by the global batch
-    (dp x micro-batch x seq <= global batch tokens). The smallest count that fits is reported; the run is
-    laid out on ``cluster_gpus`` (default: that smallest count) with the least model parallelism that fits.
+    layer count), data-parallel degree dp in powers of two, capped by ``max_gpus``, by ``cluster_gpus``
+    and by the global batch (dp x micro-batch x seq <= global batch tokens); ep the widest power of two
+    that divides tp x dp and the experts (or ``cfg.ep``). The smallest count that fits is reported. The
+    run is laid out on ``cluster_gpus`` (default: that smallest count): every (tp, pp) whose tp x pp
+    divides it is evaluated at dp = cluster / (tp x pp), so ZeRO shards over the whole cluster, and the
+    least model parallelism that fits is chosen.
     """
     counts = count_params(spec)
     w = cfg.workload()
@@ -235,8 +254,7 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
         tokens, src = chinchilla_tokens(counts.total), "chinchilla (20 tokens per parameter)"
     else:
         tokens, src = cfg.tokens, "given"
-    per_token_hw = F.train_flops_per_token(spec, counts, w)
-    per_token_model = F.train_flops_per_token(spec, counts, Workload(seq=cfg.seq, mode="train", recompute="none"))
+    per_token_hw, per_token_model = train_flops(spec, counts, cfg)
     flops = {
         "hardware": per_token_hw * tokens,
         "model": per_token_model * tokens,
@@ -249,12 +267,17 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
     peak = gpu.peak_flops(cd)
     gpu_hours = flops["hardware"] / (peak * cfg.mfu) / 3600.0
     eff_mfu = cfg.mfu * flops["model"] / flops["hardware"]
-    usable = gpu.memory_bytes * (1 - cfg.headroom)
     max_dp = max(1, cfg.global_batch_tokens // (cfg.seq * cfg.micro_batch))
-    cap = cfg.max_gpus or 1 << 20
+    caps = [c for c in (cfg.max_gpus, cfg.cluster_gpus) if c]
+    cap = min(caps) if caps else 1 << 20
 
-    def evaluate(layout: Layout) -> TrainCandidate:
+    def evaluate(tp: int, pp: int, dp: int) -> TrainCandidate | None:
+        ep = ep_for(spec, tp, dp, cfg.ep)
+        if ep is None:
+            return None
+        layout = Layout(tp, pp, ep, dp)
         mem = train_memory_per_gpu(spec, counts, cfg, layout)
+        usable = usable_bytes(gpu, cfg, layout.gpus > 1)
         ok = mem["total_bytes"] <= usable
         reason = None if ok else f"needs {mem['total_bytes'] / 2**30:.1f} GiB per GPU, {usable / 2**30:.1f} GiB usable"
         return TrainCandidate(layout, mem, ok, reason)
@@ -263,7 +286,6 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
 
     tps = parallel_choices(spec, cfg.gpus_per_node, cfg.tp)
     pps = [cfg.pp] if cfg.pp else [p for p in PP_CHOICES if p <= spec.model.num_layers]
-    candidates: list[TrainCandidate] = []
     best_per_mp: dict[tuple[int, int], TrainCandidate] = {}
     for tp in tps:
         for pp in pps:
@@ -272,59 +294,36 @@ def plan_training(spec: Spec, gpu: Any, cfg: TrainConfig) -> TrainPlan:
             dp = 1
             last = None
             while tp * pp * dp <= cap and dp <= max_dp:
-                c = evaluate(Layout(tp, pp, tp if spec.has_moe and tp > 1 else 1, dp))
-                last = c
-                if c.fits or cfg.zero == 0:  # without ZeRO more data parallelism saves no memory
-                    break
+                c = evaluate(tp, pp, dp)
+                last = c or last
+                if (c is not None and c.fits) or cfg.zero == 0 and cfg.ep is None:
+                    break  # without ZeRO (and experts fixed) more data parallelism saves no memory
                 dp *= 2
             if last is not None:
                 best_per_mp[(tp, pp)] = last
     candidates = sorted(best_per_mp.values(), key=lambda c: (not c.fits, c.layout.gpus, c.layout.tp * c.layout.pp))
     fitting = [c for c in candidates if c.fits]
     smallest = fitting[0] if fitting else None
+    n = cfg.cluster_gpus or (smallest.layout.gpus if smallest else None)
+    on_cluster: list[TrainCandidate] = []
+    if n is not None:
+        for tp in tps:
+            for pp in pps:
+                if n % (tp * pp) == 0 and n // (tp * pp) <= max_dp:
+                    c = evaluate(tp, pp, n // (tp * pp))
+                    if c is not None:
+                        on_cluster.append(c)
+    if cfg.cluster_gpus:
+        candidates = sorted(on_cluster + candidates, key=lambda c: (not c.fits, c.layout.gpus != n, c.layout.gpus))
     plan = TrainPlan(spec, gpu, cfg, counts, tokens, src, flops, gpu_hours, eff_mfu, None, smallest, candidates)
-    if smallest is None:
-        tight = min(candidates, key=lambda c: c.memory["total_bytes"], default=None)
-        if tight is None:
-            plan.missing = f"no tensor-parallel degree up to {cfg.gpus_per_node} splits {spec.name}'s heads"
-        else:
-            short = tight.memory["total_bytes"] - usable
-            within = f"within --max-gpus {cfg.max_gpus}" if cfg.max_gpus else "in the search"
-            plan.missing = (
-                f"memory: the best layout {within} ({tight.layout.label()}, dp {tight.layout.replicas}, "
-                f"ZeRO-{cfg.zero}) needs {tight.memory['total_bytes'] / 2**30:.1f} GiB per GPU, "
-                f"{short / 2**30:.1f} GiB more than the {usable / 2**30:.1f} GiB usable on {gpu.name}"
-            )
-            biggest = max(("activations_bytes", "weights_bytes", "gradients_bytes", "optimizer_bytes"),
-                          key=lambda k: tight.memory[k])  # fmt: skip
-            if biggest == "activations_bytes" and cfg.recompute != "full":
-                plan.missing += "; activations are the largest part: try --recompute full or a shorter --seq"
-            elif biggest != "activations_bytes" and cfg.zero < 3:
-                plan.missing += f"; model state is the largest part: try --zero {cfg.zero + 1} or more GPUs"
-        return plan
-    # the run: on cluster_gpus, the least model parallelism that fits
-    n = cfg.cluster_gpus or smallest.layout.gpus
-    chosen = None
-    for c in sorted(fitting, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.tp)):
-        mp = c.layout.tp * c.layout.pp
-        if n % mp:
-            continue
-        dp = n // mp
-        if dp > max_dp:
-            continue
-        cand = evaluate(Layout(c.layout.tp, c.layout.pp, c.layout.ep, dp))
-        if cand.fits:
-            chosen = cand
-            break
+    chosen = min((c for c in on_cluster if c.fits), key=lambda c: (c.layout.tp * c.layout.pp, c.layout.tp),
+                 default=None)  # fmt: skip
     if chosen is None:
-        plan.missing = (
-            f"no layout fits exactly {n} GPUs (model-parallel size must divide it, and data parallelism is "
-            f"capped at {max_dp} by the global batch of {cfg.global_batch_tokens:,} tokens)"
-        )
+        plan.missing = why_not_fits(spec, gpu, cfg, candidates + on_cluster, n, max_dp)
         return plan
     plan.chosen = chosen
     plan.run = _run_figures(plan, chosen.layout, gpu, cfg, counts, w, max_dp)
-    plan.risks = _train_risks(plan, chosen, usable, max_dp)
+    plan.risks = _train_risks(plan, chosen, usable_bytes(gpu, cfg, chosen.layout.gpus > 1), max_dp)
     return plan
 
 
@@ -342,6 +341,7 @@ def _run_figures(
     util = min(1.0, cfg.mfu / DEFAULT_EFFICIENCY.compute)
     power_w = gpu_power_w(gpu.tdp_w, util, cfg.idle_fraction)
     energy_kwh = power_w * plan.gpu_hours * 3600 / J_PER_KWH
+    price = gpu_price(gpu, cfg.usd_per_gpu_hour_by_gpu, cfg.usd_per_gpu_hour)
     run: dict[str, Any] = {
         "gpus": n,
         "dp": layout.replicas,
@@ -352,7 +352,8 @@ def _run_figures(
         "power_w_per_gpu": power_w,
         "energy_kwh": energy_kwh,
         "energy_mwh": energy_kwh / 1000,
-        "cost_usd": None if cfg.usd_per_gpu_hour is None else plan.gpu_hours * cfg.usd_per_gpu_hour,
+        "usd_per_gpu_hour": price,
+        "cost_usd": None if price is None else plan.gpu_hours * price,
         "checkpoint_bytes": ckpt,
         "checkpoint_write_s": write_s,
         "checkpoint_write_assumed": cfg.checkpoint_write_s is None,
@@ -391,4 +392,9 @@ def _train_risks(plan: TrainPlan, chosen: TrainCandidate, usable: float, max_dp:
         risks.append(f"expect about {r['expected_interruptions']:.0f} interruptions over the run")
     if plan.spec.has_moe:
         risks.append("MoE: expert-parallel all-to-all and load imbalance are not in the MFU you chose")
+    if plan.cfg.offload_optimizer:
+        risks.append(
+            f"ZeRO-Offload: {chosen.memory['cpu_optimizer_bytes'] / 2**30:.1f} GiB of optimizer state per GPU in CPU "
+            "memory, and the CPU's Adam step and PCIe copies are not in the MFU you chose"
+        )
     return risks
