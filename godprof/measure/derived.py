@@ -44,8 +44,10 @@ def derived(
             "decode_flops": step_flops,
             "prefill_flops_causal": prefill_flops,
             "decode_context": ctx,
-            "ttft_s": None,
+            "ttft_s": None,  # expected (per-operation efficiency model)
             "tpot_s": None,
+            "ttft_bound_s": None,  # speed of light: 100% of the datasheet, never beaten by a measurement
+            "tpot_bound_s": None,
         },
     }
     if device["type"] != "cuda":
@@ -67,6 +69,15 @@ def derived(
     roof["hbm_bandwidth_bytes_per_s"] = gpu.hbm_bandwidth_bytes_per_s
     roof["ttft_s"] = R.prefill_time_s(spec, counts, gpu, cfg.batch, cfg.seq, dt)
     roof["tpot_s"] = R.decode_step_time_s(spec, counts, gpu, cfg.batch, ctx, dt)
+    roof["ttft_bound_s"] = R.prefill_bound_s(spec, counts, gpu, cfg.batch, cfg.seq, dt)
+    roof["tpot_bound_s"] = R.decode_bound_s(spec, counts, gpu, cfg.batch, ctx, dt)
+    for what, measured in (("TTFT", ttft.median_s), ("TPOT", tpot.median_s)):
+        bound = roof[f"{what.lower()}_bound_s"]
+        if measured < bound:
+            notes.append(
+                f"measured {what} {measured * 1e3:.3f} ms beats the speed-of-light bound {bound * 1e3:.3f} ms: "
+                "the GPU's datasheet figures or the model's counts are off"
+            )
     if gpu.measured is not None and gpu.measured.bandwidth_bytes_per_s:
         out["bandwidth_vs_measured_copy"] = bw / gpu.measured.bandwidth_bytes_per_s
     return out
