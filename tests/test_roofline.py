@@ -16,6 +16,8 @@ import dataclasses
 import pytest
 
 from godprof.analytic import count_params
+from godprof.analytic import efficiency as E
+from godprof.analytic import inference_memory as IM
 from godprof.analytic import memory as M
 from godprof.analytic import roofline as R
 from godprof.dtypes import get_dtype
@@ -24,6 +26,7 @@ from godprof.spec import load_spec
 
 H100 = load_gpu("h100")
 BF16 = get_dtype("bf16")
+FLAT = R.DEFAULT_EFFICIENCY  # the flat-factor roofline (--compute-eff 0.6 --bandwidth-eff 0.8)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +62,11 @@ def test_llama_decode_bytes_and_time_by_hand(llama):
     weights = 8_030_261_248 * 2 - 525_336_576 * 2 + 4096 * 2  # 15,009,857,536
     kv = 8192 * 131_072  # 1 GiB at 8k context
     assert R.decode_bytes(s, c, 1, 8192) == weights + kv == 16_083_599_360
-    # memory bound: 16,083,599,360 B / (3.35e12 B/s x 0.8) = 6.0013 ms
-    assert R.decode_step_time_s(s, c, H100, 1, 8192) == pytest.approx(16_083_599_360 / 2.68e12)
+    # flat factors: 16,083,599,360 B / (3.35e12 B/s x 0.8) = 6.0013 ms
+    assert R.decode_step_time_s(s, c, H100, 1, 8192, eff=FLAT) == pytest.approx(16_083_599_360 / 2.68e12)
+    # speed of light: 16,083,599,360 B / 3.35e12 B/s = 4.8011 ms; the expected time is slower
+    assert R.decode_bound_s(s, c, H100, 1, 8192) == pytest.approx(16_083_599_360 / 3.35e12)
+    assert R.decode_step_time_s(s, c, H100, 1, 8192) > R.decode_bound_s(s, c, H100, 1, 8192)
     assert R.decode_bound(s, c, H100, 1, 8192) == "memory"
     # decode FLOPs per token at 8k: 2 x 7,504,658,432 + 32 layers x 2 x 32 heads x 8192 keys x 256
     assert R.decode_flops(s, c, 1, 8192) == 2 * 7_504_658_432 + 32 * 2 * 32 * 8192 * 256
@@ -72,7 +78,8 @@ def test_llama_compute_bound_at_large_batch(llama):
     flops = b * (2 * 7_504_658_432 + 32 * 2 * 32 * 1 * 256)  # context 1: one key per head
     assert R.decode_flops(s, c, b, 1) == flops
     assert R.decode_bound(s, c, H100, b, 1) == "compute"
-    assert R.decode_step_time_s(s, c, H100, b, 1) == pytest.approx(flops / (989.4e12 * 0.6))
+    assert R.decode_step_time_s(s, c, H100, b, 1, eff=FLAT) == pytest.approx(flops / (989.4e12 * 0.6))
+    assert R.decode_bound_s(s, c, H100, b, 1) == pytest.approx(flops / 989.4e12)
 
 
 def test_llama_prefill_by_hand(llama):
@@ -81,8 +88,9 @@ def test_llama_prefill_by_hand(llama):
     linear = 2 * 7_504_658_432 * seq - 2 * 525_336_576 * (seq - 1)  # lm_head on the last position only
     attention = 32 * 2 * 32 * (seq * (seq + 1) // 2) * (128 + 128)  # causal pairs, QK^T and PV
     assert R.prefill_flops(s, c, 1, seq) == linear + attention
-    t = R.prefill_time_s(s, c, H100, 1, seq)
+    t = R.prefill_time_s(s, c, H100, 1, seq, eff=FLAT)
     assert t == pytest.approx((linear + attention) / (989.4e12 * 0.6))  # ~0.222 s: compute bound
+    assert R.prefill_bound_s(s, c, H100, 1, seq) == pytest.approx((linear + attention) / 989.4e12)
     full = R.prefill_flops(s, c, 1, seq, attention="full")
     assert full - (linear + attention) == 32 * 2 * 32 * (seq * seq - seq * (seq + 1) // 2) * 256
 
@@ -107,7 +115,8 @@ def test_ssm_decode_bytes_flat_in_context(mamba):
     assert M.ssm_state_bytes(s, 1, BF16) == state == 13_107_200
     weights = 2_768_345_600 * 2  # tied embeddings: the lm_head reads the whole table anyway
     assert R.decode_bytes(s, c, 1, 1024) == R.decode_bytes(s, c, 1, 1 << 20) == weights + 2 * state
-    assert R.decode_step_time_s(s, c, H100, 1, 1 << 20) == pytest.approx((weights + 2 * state) / 2.68e12)
+    assert R.decode_step_time_s(s, c, H100, 1, 1 << 20, eff=FLAT) == pytest.approx((weights + 2 * state) / 2.68e12)
+    assert R.decode_bound_s(s, c, H100, 1, 1 << 20) == pytest.approx((weights + 2 * state) / 3.35e12)
 
 
 def test_quantised_weights_use_weights_bytes_rules(llama):
@@ -140,7 +149,14 @@ def test_measured_figures_replace_datasheet_times_efficiency(llama):
     cal = dataclasses.replace(H100, measured=measured)
     r = R.rates(cal, "bf16")
     assert (r.flops_per_s, r.bytes_per_s, r.basis) == (700e12, 3.0e12, "measured")
-    assert R.decode_step_time_s(s, c, cal, 1, 8192) == pytest.approx(16_083_599_360 / 3.0e12)
+    # the per-operation model takes the measured copy bandwidth as its gemm bandwidth: 3.0 / 3.35
+    assert E.model_for(cal).gemm.bandwidth == pytest.approx(3.0e12 / 3.35e12)
+    assert E.model_for(cal).gemm.compute_max == pytest.approx(700e12 / 989.4e12)
+    # 3.0 TB/s measured is below the default 0.90 x 3.35 TB/s: the calibrated card's decode is slower
+    gemm = {o.op: o for o in R.decode_step(s, c, cal, 1, 8192).ops}["gemm"]
+    fixed = (32 * 4 + 1) * E.model_for(cal).gemm.kernel_fixed_s
+    assert gemm.expected_s == pytest.approx(fixed + gemm.bytes / 3.0e12)
+    assert R.decode_step_time_s(s, c, cal, 1, 8192) > R.decode_step_time_s(s, c, H100, 1, 8192)
     # a dtype that was not measured falls back to datasheet x default efficiency
     assert R.rates(cal, "fp8").flops_per_s == pytest.approx(1978.9e12 * 0.6)
     # an explicit efficiency always scales the datasheet
@@ -149,12 +165,14 @@ def test_measured_figures_replace_datasheet_times_efficiency(llama):
 
 def test_max_batch_and_context_are_tight(llama, mamba, mixtral):
     s, c = llama
-    mem = H100.memory_bytes  # 85,899,345,920
+    # the shared memory model: 80 GiB x (1 - 10% headroom) - 1 GiB of runtime overheads = 76,235,669,504 B
+    mem = IM.usable_bytes(H100)
+    assert mem == int(H100.memory_bytes * 0.9) - 2**30
     acts = R.activation_bytes(s, 8192)
-    # each 8k sequence adds 1 GiB of KV: floor((80 GiB - weights - one chunk of activations) / 1 GiB)
+    # each 8k sequence adds 1 GiB of KV: floor((usable - weights - one chunk of activations) / 1 GiB)
     expect = (mem - 16_060_522_496 - acts) // (8192 * 131_072)
     b = R.max_batch(s, c, H100, 8192)
-    assert b == expect == 64
+    assert b == expect == 55
     assert R.serving_bytes(s, c, b, 8192) <= mem < R.serving_bytes(s, c, b + 1, 8192)
     n = R.max_context(s, c, H100)
     assert n is not None and R.serving_bytes(s, c, 1, n) <= mem < R.serving_bytes(s, c, 1, n + 1)

@@ -1,8 +1,16 @@
-"""Roofline latency on one GPU, and what fits in its memory. Pure Python; never imports torch.
+"""Roofline latency on one GPU: the speed-of-light bound and the expected time. Pure Python; never
+imports torch.
 
-A phase takes as long as the slower of its two limits (Williams, Waterman & Patterson 2009):
+A phase takes at least as long as the slower of its two limits (Williams, Waterman & Patterson 2009):
 
-    time = max(FLOPs / (peak FLOP/s x eff.compute), bytes / (bandwidth x eff.bandwidth))
+    bound = max(FLOPs / peak FLOP/s, bytes / bandwidth)        (100% of the datasheet: speed of light)
+
+``prefill_bound_s`` / ``decode_bound_s`` give it; ``prefill_step`` / ``decode_step``
+(``godprof.analytic.step_time``) give it with the expected time of the per-operation efficiency model
+(``godprof.analytic.efficiency``) and the operations' breakdown. ``prefill_time_s`` /
+``decode_step_time_s`` return the expected time, or with an explicit ``eff`` the flat-factor roofline
+``max(FLOPs / (peak x eff.compute), bytes / (bandwidth x eff.bandwidth))`` (``--compute-eff`` /
+``--bandwidth-eff``). What fits in memory is ``godprof.analytic.fit`` (re-exported here).
 
 Prefill (time to first token, TTFT) of batch x seq tokens:
     FLOPs: ``flops.forward_flops`` with logits for the last position only (what a server computes
@@ -26,9 +34,10 @@ Compute dtype: bf16/fp16/fp32 weights compute in that dtype; fp8 in fp8 where th
 tensor path and in bf16 otherwise; int8/int4 are weight-only formats dequantised into bf16 matmuls.
 Everything runs at the matmul peak (norms, softmax and scans are a small share and left at that rate).
 
-Efficiency: ``eff=None`` means the card's ``measured`` figures from the GPU database when it has them
-(a calibration replaces datasheet x efficiency), else ``DEFAULT_EFFICIENCY``. An explicit ``eff``
-always scales the datasheet peaks.
+Flat efficiency factors (``Efficiency``, ``rates``): ``eff=None`` in ``rates`` means the card's
+``measured`` figures from the GPU database when it has them, else ``DEFAULT_EFFICIENCY``; an explicit
+``eff`` always scales the datasheet peaks. The per-operation model reads ``measured`` too (it sets the
+gemm bandwidth and compute fractions).
 """
 
 from __future__ import annotations
@@ -38,7 +47,17 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from godprof.analytic import flops as F
+from godprof.analytic import inference_memory as IM
 from godprof.analytic import memory as M
+from godprof.analytic.fit import (  # noqa: F401  (re-exported: callers use roofline.max_batch etc.)
+    MAX_FIT_TOKENS,
+    _cache_dtype,
+    activation_bytes,
+    gpus_for_weights,
+    max_batch,
+    max_context,
+    serving_bytes,
+)
 from godprof.analytic.params import ParamCounts
 from godprof.analytic.workload import Workload
 from godprof.dtypes import DType, get_dtype
@@ -46,6 +65,7 @@ from godprof.kinds.base import FfnKind
 from godprof.spec import Spec
 
 if TYPE_CHECKING:
+    from godprof.analytic.step_time import StepTime
     from godprof.gpus import GPU
 
 
@@ -69,8 +89,8 @@ class Efficiency:
 
 
 DEFAULT_EFFICIENCY = Efficiency()
-PREFILL_CHUNK_TOKENS = 8192  # chunked prefill: activations of at most this many tokens are alive at once
-MAX_FIT_TOKENS = 1 << 30  # max_context search limit; a model that fits this much has no memory limit
+SPEED_OF_LIGHT = Efficiency(1.0, 1.0)  # 100% of the datasheet: the bound
+PREFILL_CHUNK_TOKENS = IM.PREFILL_CHUNK_TOKENS  # the shared memory model's default prefill chunk
 
 
 @dataclass(frozen=True)
@@ -123,11 +143,6 @@ def expected_experts_touched(num_experts: int, top_k: int, tokens: int) -> float
     if top_k >= num_experts:
         return float(num_experts)
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
-
-
-def _cache_dtype(dtype: str, kv_dtype: str | None) -> DType:
-    """KV/state dtype as ``Workload.cache_dtype`` resolves it (default: the activation dtype)."""
-    return Workload(dtype=dtype, kv_dtype=kv_dtype).cache_dtype
 
 
 @cache
@@ -237,7 +252,10 @@ def prefill_time_s(
     attention: str = "causal",
     kv_dtype: str | None = None,
 ) -> float:
-    """Roofline time of a prefill of batch x seq tokens (TTFT without queueing): max(compute, memory)."""
+    """Time of a prefill of batch x seq tokens (TTFT without queueing): the expected time of the
+    per-operation model, or with ``eff`` the flat-factor roofline max(compute, memory)."""
+    if eff is None:
+        return prefill_step(spec, counts, gpu, batch, seq, dtype, kv_dtype, attention).expected_s
     r = rates(gpu, dtype, eff)
     compute = prefill_flops(spec, counts, batch, seq, attention) / r.flops_per_s
     memory = prefill_bytes(spec, counts, batch, seq, dtype, kv_dtype) / r.bytes_per_s
@@ -271,7 +289,10 @@ def decode_step_time_s(
     kv_dtype: str | None = None,
     eff: Efficiency | None = None,
 ) -> float:
-    """Roofline time of one decode step of ``batch`` sequences at ``context`` tokens (TPOT)."""
+    """Time of one decode step of ``batch`` sequences at ``context`` tokens (TPOT): the expected time of the
+    per-operation model, or with ``eff`` the flat-factor roofline."""
+    if eff is None:
+        return decode_step(spec, counts, gpu, batch, context, dtype, kv_dtype).expected_s
     return max(_decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, eff))
 
 
@@ -285,112 +306,67 @@ def decode_bound(
     kv_dtype: str | None = None,
     eff: Efficiency | None = None,
 ) -> str:
-    """'memory' or 'compute': which roof limits the decode step."""
-    compute, memory = _decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, eff)
+    """'memory' or 'compute': which roof limits the decode step (with ``eff`` None: at speed of light)."""
+    compute, memory = _decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, eff or SPEED_OF_LIGHT)
     return "compute" if compute > memory else "memory"
 
 
-# --------------------------------------------------------------------------- what fits on one GPU
+# --------------------------------------------------------------------------- bound and expected
 
 
-def serving_bytes(
+def prefill_bound_s(
     spec: Spec,
     counts: ParamCounts,
+    gpu: GPU,
+    batch: int,
+    seq: int,
+    dtype: str = "bf16",
+    attention: str = "causal",
+    kv_dtype: str | None = None,
+) -> float:
+    """Speed-of-light time of a prefill: max(FLOPs / peak, bytes / bandwidth) at 100% of the datasheet."""
+    return prefill_time_s(spec, counts, gpu, batch, seq, dtype, SPEED_OF_LIGHT, attention, kv_dtype)
+
+
+def decode_bound_s(
+    spec: Spec,
+    counts: ParamCounts,
+    gpu: GPU,
     batch: int,
     context: int,
     dtype: str = "bf16",
     kv_dtype: str | None = None,
-    weights: int | None = None,
-    activations: int | None = None,
-) -> int:
-    """Memory to serve ``batch`` sequences of ``context`` tokens: weights + KV + SSM state + activations.
-
-    Activations are those of one prefill chunk: a single sequence's min(context, PREFILL_CHUNK_TOKENS)
-    tokens (``memory.inference_activation_bytes`` with flash attention and last-position logits), since
-    servers prefill in chunks while the other sequences' caches sit in memory. Equal to
-    ``estimate(spec, Workload(batch, context=context, ...))`` memory with its activations replaced by
-    those of ``Workload(batch=1, seq=min(context, PREFILL_CHUNK_TOKENS), logits="last")``.
-    No allowance for the CUDA context, allocator fragmentation or framework workspace.
-    """
-    cd = _cache_dtype(dtype, kv_dtype)
-    if weights is None:
-        weights = M.weights_bytes(counts, get_dtype(dtype))
-    if activations is None:
-        activations = activation_bytes(spec, context, dtype)
-    cache_bytes = M.kv_cache_bytes(spec, batch, context, cd) + M.ssm_state_bytes(spec, batch, cd)
-    return weights + cache_bytes + activations
+) -> float:
+    """Speed-of-light time of one decode step: max(FLOPs / peak, bytes / bandwidth) at 100% of the datasheet."""
+    return max(_decode_limits(spec, counts, gpu, batch, context, dtype, kv_dtype, SPEED_OF_LIGHT))
 
 
-def activation_bytes(spec: Spec, context: int, dtype: str = "bf16") -> int:
-    """Activations of one prefill chunk (see ``serving_bytes``)."""
-    w = Workload(batch=1, seq=min(context, PREFILL_CHUNK_TOKENS), dtype=dtype, logits="last")
-    return M.inference_activation_bytes(spec, w)
-
-
-def max_batch(
+def prefill_step(
     spec: Spec,
     counts: ParamCounts,
     gpu: GPU,
+    batch: int,
+    seq: int,
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    attention: str = "causal",
+) -> StepTime:
+    """``step_time.prefill_step``: bound, expected time and operations of a prefill."""
+    from godprof.analytic.step_time import prefill_step as f
+
+    return f(spec, counts, gpu, batch, seq, dtype, kv_dtype, attention)
+
+
+def decode_step(
+    spec: Spec,
+    counts: ParamCounts,
+    gpu: GPU,
+    batch: int,
     context: int,
     dtype: str = "bf16",
     kv_dtype: str | None = None,
-    memory_bytes: int | None = None,
-) -> int:
-    """Largest batch of ``context``-token sequences whose ``serving_bytes`` fit the GPU's memory (0: none)."""
-    cap = gpu.memory_bytes if memory_bytes is None else memory_bytes
-    weights = M.weights_bytes(counts, get_dtype(dtype))
-    acts = activation_bytes(spec, context, dtype)
+) -> StepTime:
+    """``step_time.decode_step``: bound, expected time and operations of a decode step."""
+    from godprof.analytic.step_time import decode_step as f
 
-    def fits(b: int) -> bool:
-        return serving_bytes(spec, counts, b, context, dtype, kv_dtype, weights, acts) <= cap
-
-    if not fits(1):
-        return 0
-    lo, hi = 1, 2
-    while fits(hi):
-        lo, hi = hi, hi * 2
-        if hi > 1 << 40:  # no per-sequence memory at all (cannot happen with real specs)
-            return lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
-def max_context(
-    spec: Spec,
-    counts: ParamCounts,
-    gpu: GPU,
-    batch: int = 1,
-    dtype: str = "bf16",
-    kv_dtype: str | None = None,
-    memory_bytes: int | None = None,
-) -> int | None:
-    """Longest context ``batch`` sequences can hold within the GPU's memory (``serving_bytes``).
-
-    0 when even one token does not fit; None when the memory does not limit it (no growing KV cache: an
-    SSM, or only sliding-window attention), i.e. it fits at ``MAX_FIT_TOKENS`` tokens.
-    """
-    cap = gpu.memory_bytes if memory_bytes is None else memory_bytes
-    weights = M.weights_bytes(counts, get_dtype(dtype))
-    chunk_acts = activation_bytes(spec, PREFILL_CHUNK_TOKENS, dtype)
-
-    def fits(ctx: int) -> bool:
-        acts = chunk_acts if ctx >= PREFILL_CHUNK_TOKENS else activation_bytes(spec, ctx, dtype)
-        return serving_bytes(spec, counts, batch, ctx, dtype, kv_dtype, weights, acts) <= cap
-
-    if fits(MAX_FIT_TOKENS):
-        return None
-    if not fits(1):
-        return 0
-    lo, hi = 1, MAX_FIT_TOKENS
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
-def gpus_for_weights(counts: ParamCounts, gpu: GPU, dtype: str = "bf16") -> int:
-    """GPUs whose memory together holds the weights alone: ceil(weights_bytes / memory_bytes)."""
-    w = M.weights_bytes(counts, get_dtype(dtype))
-    return max(1, -(-w // gpu.memory_bytes))
+    return f(spec, counts, gpu, batch, context, dtype, kv_dtype)
