@@ -20,7 +20,8 @@ from godprof.cli.main import app
 from godprof.gpus import load_gpu
 from godprof.plan.serving import ServeOptions, evaluate
 from godprof.plan.workload import ServingWorkload
-from godprof.report.compare import Setup, compare_record, log_contexts, sweep
+from godprof.report.compare import Setup, compare_record
+from godprof.report.sweep import log_contexts, sweep
 from godprof.spec import load_spec
 
 H200 = load_gpu("h200")

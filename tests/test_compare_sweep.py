@@ -16,8 +16,9 @@ from godprof.analytic import roofline as R
 from godprof.cli.main import app
 from godprof.errors import GodprofError
 from godprof.gpus import load_gpu
-from godprof.report.compare import Setup, compare_record, compare_table, log_contexts, sweep
+from godprof.report.compare import Setup, compare_record, compare_table
 from godprof.report.plot import sweep_text_plots, write_plot
+from godprof.report.sweep import log_contexts, sweep
 from godprof.spec import load_spec
 
 runner = CliRunner()

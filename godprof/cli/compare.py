@@ -34,13 +34,13 @@ GpuFiles = Annotated[
 ComputeEff = Annotated[
     float | None,
     typer.Option("--compute-eff", min=0.01, max=1.0,
-                 help="Fraction of the dense peak FLOP/s reached (default: measured figures if the GPU file "
-                      "has them, else 0.6)."),
+                 help="Replace the per-operation efficiency model by one flat fraction of the dense peak "
+                      "FLOP/s (the old roofline; with --bandwidth-eff, default 0.6)."),
 ]  # fmt: skip
 BandwidthEff = Annotated[
     float | None,
     typer.Option("--bandwidth-eff", min=0.01, max=1.0,
-                 help="Fraction of the memory bandwidth reached (default: measured, else 0.8)."),
+                 help="With --compute-eff: one flat fraction of the memory bandwidth (default 0.8)."),
 ]  # fmt: skip
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json (stable schema), csv or md.")]
 
@@ -82,13 +82,17 @@ def compare_cmd(
     """Architectures side by side on one GPU: one column per spec, the best value of each row in bold.
 
     Rows: total and active parameters, weight memory, KV bytes per token and SSM state per sequence,
-    KV + state at the context, prefill and decode FLOPs per token, roofline TTFT (prefill of the whole
+    KV + state at the context, prefill and decode FLOPs per token, TTFT (prefill of the whole
     context) and TPOT (one decode step at the context), the largest context at batch 1 and batch at the
     context that fit one GPU, GPUs to hold the weights. Memory is the model estimate and plan share
     (weights + cache + the largest prefill pass's activations + runtime overheads within the GPU less
     --headroom); --format json's memory keys equal `godprof estimate`'s.
 
-    Latency is a roofline bound: max(FLOPs / (peak x compute-eff), bytes / (bandwidth x bandwidth-eff)).
+    Latency, two figures: the speed-of-light bound, max(FLOPs / peak, bytes / bandwidth) at 100% of the
+    datasheet (no real run beats it), and the expected time of the per-operation efficiency model
+    (GEMMs on a saturating curve in the token count, attention by kind, grouped MoE GEMMs, fixed costs
+    per kernel: godprof/data/efficiency.yaml, with sources; a GPU file's efficiency: overrides it), with
+    its % of speed of light. --compute-eff / --bandwidth-eff replace the model by two flat factors.
 
     Examples:
 
@@ -181,7 +185,8 @@ def sweep_cmd(
     """Memory, FLOPs and roofline latency across context lengths, with plots that show attention vs SSM.
 
     For each spec and batch, at log-spaced contexts: KV cache + SSM state, weights + cache + activations
-    (and whether it fits the GPU), prefill FLOPs, decode FLOPs per token, roofline TTFT and TPOT.
+    (and whether it fits the GPU), prefill FLOPs, decode FLOPs per token, expected TTFT and TPOT with
+    their % of speed of light (see `godprof compare --help`).
     The terminal plot (and --plot FILE.png/.html, which needs matplotlib, the 'plot' extra)
     draws KV + state bytes and decode time against context on log axes, with the GPU memory as a line:
     attention's KV cache rises with slope 1, an SSM's state is flat.
@@ -193,7 +198,8 @@ def sweep_cmd(
       godprof sweep mixtral-8x7b -c 4Ki..256Ki -n 6 -b 1 -b 16 --gpu h200,b200
       godprof sweep llama-3-8b --points 1000 --format json > sweep.json
     """
-    from godprof.report.compare import Setup, log_contexts, sweep, sweep_tables
+    from godprof.report.compare import Setup
+    from godprof.report.sweep import log_contexts, sweep, sweep_tables
 
     with guard():
         if plot is not None:
@@ -223,7 +229,7 @@ def sweep_cmd(
 
             written = write_plot(doc, plot, tables)
     if fmt == Format.json:
-        from godprof.report.compare import sweep_json
+        from godprof.report.sweep import sweep_json
 
         typer.echo(sweep_json(doc), nl=False)
     elif fmt == Format.csv:

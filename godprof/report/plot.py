@@ -1,4 +1,4 @@
-"""Plots of a sweep (``godprof.report.compare.sweep``): terminal text, a PNG, a self-contained HTML page.
+"""Plots of a sweep (``godprof.report.sweep.sweep``): terminal text, a PNG, a self-contained HTML page.
 
 Both show what separates attention from state-space models as context grows: KV + state bytes against
 context on log-log axes (attention's KV cache is a line of slope 1, an SSM's state is flat) with the
