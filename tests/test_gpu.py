@@ -210,7 +210,7 @@ def test_cli_json_and_compile_on_cuda():
     d = json.loads(r.stdout)
     m = d["measured"]
     assert d["config"]["compile"] is True and d["config"]["dtype"] == "bf16"
-    assert m["params"] == d["estimate"]["params"]["total"]
+    assert m["params"]["total"] == d["estimate"]["params"]["total"]
     assert m["ttft"]["p10_s"] <= m["ttft_s"] <= m["ttft"]["p90_s"]
     assert m["energy_j_per_token"] is None and m["energy"]["decode"]["reason"] == "skipped (--no-energy)"
     c = d["config"]["compiled"]

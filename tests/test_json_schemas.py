@@ -108,3 +108,14 @@ def test_a_schema_rejects_the_old_names():
     plan = run_json("plan", "llama-3-8b")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(dict(plan, spec="llama-3-8b"), schema_for("godprof.plan.serve/2"))
+
+
+def test_measure_json_validates_against_its_schema():
+    pytest.importorskip("torch")
+    doc = run_json(
+        "measure", str(EXAMPLES / "tiny-dense.yaml"), "--device", "cpu", "--seq", "16", "--new-tokens", "2",
+        "--iters", "2", "--warmup", "1", "--no-fvcore",
+    )  # fmt: skip
+    assert doc["schema"] == "godprof.measure/2"
+    assert doc["measured"]["params"]["total"] == doc["estimate"]["params"]["total"]
+    assert 0 < doc["roofline"]["decode_bytes"]

@@ -1,5 +1,5 @@
 """What ``godprof.measure`` takes and returns: ``MeasureConfig`` (the workload and options), ``Measurement``
-(the result, with its JSON form ``schema: godprof.measure/1``) and the errors a measurement raises."""
+(the result, with its JSON form ``schema: godprof.measure/2``) and the errors a measurement raises."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from godprof.measure.flops import FlopComparison
 from godprof.measure.stats import TimingStats
 from godprof.spec import Spec
 
-SCHEMA = "godprof.measure/1"
+SCHEMA = "godprof.measure/2"  # /2: measured.params is {total} (one name per concept across commands)
 KERNEL_CHOICES = ("reference", "fused")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -143,7 +143,7 @@ class Measurement:
             },  # fmt: skip
             "measured": {
                 "device": self.device,
-                "params": self.params,
+                "params": {"total": self.params},
                 "peak_memory_bytes": self.peak_memory_bytes,
                 "memory": self.memory,
                 "ttft_s": self.ttft.median_s,

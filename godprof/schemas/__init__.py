@@ -26,6 +26,7 @@ SCHEMA_FILES = {
     "godprof.plan.serve/2": "plan.serve.json",
     "godprof.plan.train/2": "plan.train.json",
     "godprof.plan.swarm/2": "plan.swarm.json",
+    "godprof.measure/2": "measure.json",
 }
 
 
