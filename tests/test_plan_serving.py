@@ -54,8 +54,15 @@ def test_llama3_8b_bf16_fits_one_80gb_gpu():
     assert d["weights_bytes"] == 16_060_522_496
     assert d["gpus"] == 1
     # serving layouts also name attention data parallel and the prefill/decode instance pools
-    assert d["layout"] == {"tp": 1, "pp": 1, "ep": 1, "replicas": 1, "attn_dp": 1, "prefill_instances": 0,
-                           "decode_instances": 1}
+    assert d["layout"] == {
+        "tp": 1,
+        "pp": 1,
+        "ep": 1,
+        "replicas": 1,
+        "attn_dp": 1,
+        "prefill_instances": 0,
+        "decode_instances": 1,
+    }
 
 
 def test_llama3_8b_max_concurrency_by_hand():

@@ -328,10 +328,14 @@ def plan_cmd(
     """How many GPUs, of which kind, laid out how, at what latency, energy and cost: serving, training,
     or a swarm of specialists against one dense model.
 
-    Serving finds the smallest set of GPUs and tensor/pipeline/expert-parallel layout (tp, pp, ep,
-    replicas) that holds weights + KV cache/state + activations with --headroom free and meets the SLOs;
-    it reports max concurrency per replica, roofline TTFT/TPOT with tensor-parallel all-reduce time,
-    tokens/s per GPU, energy and cost per 1M output tokens, and alternatives (other layouts, other GPUs).
+    Serving finds the smallest set of GPUs and layout (tp, pp, attention dp, ep, prefill/decode pools,
+    replicas) that holds weights + KV cache/state + activations with --headroom free and meets the SLOs.
+    The engine model is continuous batching with chunked prefill: each step carries the decodes and the
+    prefill chunks of new requests, one read of the weights per --prefill-chunk tokens. TPOT is the mean
+    inter-token latency at steady state (prefill chunks included); TTFT is under load (the step in
+    progress, the prompt's chunks sharing steps with decodes, queueing at a --rate). It reports both the
+    expected figures and the speed-of-light bound, tokens/s per GPU, energy and cost per 1M output
+    tokens, and alternatives (other layouts, other GPUs).
 
     Training (--train) reports FLOPs (6ND plus attention and recomputation), GPU-hours at --mfu, memory
     per GPU under ZeRO and tp/pp, the smallest GPU count that fits, energy, cost, checkpoint size,
@@ -348,6 +352,10 @@ def plan_cmd(
     \b
       godprof plan llama-3-8b --gpu h100 --concurrency 64 --slo-tpot 50ms
       godprof plan mixtral-8x7b --gpu h100,mi300x --rate 20 --usd-per-gpu-hour 2.5
+      godprof plan llama-3-70b -d fp8 --concurrency max --max-gpus 8
+      godprof plan deepseek-v3 -g h200 -d fp8 --attn-dp 8 --tp 1 \\
+        --speculative k=1,acceptance=0.8
+      godprof plan llama-3-8b --disaggregate auto --prefix-hit-rate 0.5
       godprof plan llama-3-8b -w examples/workload-chat.yaml -f html -o plan.html
       godprof plan llama-3-8b -f md -o plan.md     # and plan.png beside it
       godprof plan llama-3-8b --train --tokens 15T --zero 3 --cluster-gpus 1024

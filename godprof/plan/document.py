@@ -99,8 +99,9 @@ def _plot_png(kind: str, plan: Any) -> bytes | None:
 
 def _method_lines(kind: str) -> list[str]:
     common = [
-        "Latency is a roofline bound on each GPU, max(FLOPs / (peak × 0.6), bytes / (bandwidth × 0.8)) unless the "
-        "GPU database holds measured rates (godprof.analytic.roofline), split ideally over tensor-parallel ranks.",
+        "Latency on each GPU, split ideally over tensor-parallel ranks: the speed-of-light bound max(FLOPs / peak, "
+        "bytes / bandwidth) at 100% of the datasheet, and the expected time of the per-operation efficiency model "
+        "(godprof.analytic.step_time; fractions with their sources in godprof/data/efficiency.yaml).",
         "Tensor-parallel all-reduce (two per block) costs 2(tp−1)/tp × bytes / link bandwidth (ring all-reduce, "
         "Patarasuk & Yuan 2009; NCCL's bus-bandwidth factor) plus 5 µs latency per all-reduce.",
         "Power per GPU = TDP × (0.2 + 0.8 × u), u = compute utilisation + ½ × HBM utilisation (capped at 1); "
@@ -118,8 +119,14 @@ def _method_lines(kind: str) -> list[str]:
             common[2],
         ]
     return common + [
-        "Continuous batching: TPOT = decode step + batch × prefill time / output tokens; TTFT = prefill + one "
-        "step. KV memory is held at prompt + output tokens; best-of-n shares the prompt's KV.",
+        "Continuous batching with chunked prefill (vLLM, SGLang, TRT-LLM): each engine step carries the decodes "
+        "and batch × prompt × τ / output prefill tokens in passes of --prefill-chunk tokens, one read of the "
+        "weights per pass; pipeline stages run pp micro-batches, so prefill overlaps across stages. TPOT = the "
+        "mean inter-token latency at steady state, step / τ (τ = (1 − a^(k+1)) / (1 − a) tokens per step with "
+        "speculative decoding, else 1); TTFT under load = half a step's wait + the prompt's chunks, one step "
+        "each (+ M/D/1 queueing for a request rate; + KV transfer with disaggregated prefill). A prefix cache "
+        "hit rate h leaves (1 − h) × prompt tokens to prefill. KV memory is held at prompt + output tokens; "
+        "best-of-n shares the prompt's KV.",
         "Memory per GPU: weights + KV/state + the largest prefill pass's activations (8,192-token chunks, "
         "last-position logits) ≤ (1 − headroom) × capacity − runtime overheads (CUDA context, workspaces, "
         "communication buffers).",

@@ -162,13 +162,20 @@ def _capacity(t: _Timer, layout: Layout, b: int) -> float:
 def _pools(t: _Timer, layout: Layout, b: int, wl: ServingWorkload, opts: ServeOptions) -> Layout:
     """The instance pools of a disaggregated replica: as given, or (``--disaggregate auto``) with a
     concurrency C the fewest decode instances that hold it, ceil(C / b), and the prefill instances
-    that keep up with them; otherwise (a rate, or offline) the decode instances, up to
-    ``MAX_AUTO_DECODE_INSTANCES``, that give the most output tokens/s per GPU at batch ``b``."""
+    that keep up with them; with a request rate the prefill and decode instances (up to
+    ``MAX_AUTO_DECODE_INSTANCES`` each) that carry it on the fewest GPUs; offline the decode instances
+    that give the most output tokens/s per GPU at batch ``b``."""
     assert opts.disaggregate is not None
     if min(opts.disaggregate) > 0:
         return layout
     best, best_rate = layout, -1.0
     fixed = wl.concurrency is not None and wl.rate_per_s is None and not opts.concurrency_max
+    if wl.rate_per_s is not None:  # a request rate: the pools that carry it on the fewest GPUs
+        n = MAX_AUTO_DECODE_INSTANCES
+        trials = [replace(layout, prefill_instances=p, decode_instances=d) for d in range(1, n + 1)
+                  for p in range(1, n + 1)]  # fmt: skip
+        return min(trials, key=lambda x: (math.ceil(wl.rate_per_s / _capacity(t, x, b) - 1e-9) * x.gpus_per_replica,
+                                          -_capacity(t, x, b) / x.gpus_per_replica))  # fmt: skip
     choices = [min(MAX_AUTO_DECODE_INSTANCES, math.ceil(wl.concurrency / b))] if fixed else []
     for d in choices or range(1, MAX_AUTO_DECODE_INSTANCES + 1):
         b = math.ceil(wl.concurrency / d) if fixed else b
@@ -193,6 +200,7 @@ def _fill(c: Candidate, t: _Timer, mem: _StageMemory, b: int, replicas: int, wl:
     c.tokens_per_step = t.tau
     c.prefill_tokens_per_step = 0.0 if opts.disaggregated else t.prefill_per_step(b)
     c.tpot_s = t.tpot(b)
+    c.tpot_bound_s = t.tpot_bound(b)
     c.requests_per_s = _capacity(t, c.layout, b) * replicas
     c.tokens_per_s = c.requests_per_s * wl.output_tokens * wl.samples_per_prompt
     c.tokens_per_s_per_gpu = c.tokens_per_s / c.layout.gpus
@@ -225,14 +233,14 @@ def layouts(spec: Spec, opts: ServeOptions) -> list[tuple[int, int, int]]:
         if opts.attn_dp is not None:
             dps = [opts.attn_dp]
         elif spec.has_moe:
-            dps = [d for d in (1, 2, 4, 8, 16, 32, 64) if tp * d <= opts.gpus_per_node]
+            dps = [1] + [d for d in (2, 4, 8, 16, 32, 64) if tp * d <= opts.gpus_per_node]
         else:
             dps = [1]
         for dp in dps:
             if opts.ep is not None and (tp * dp) % opts.ep:
                 continue  # ep must divide the tp x dp GPUs its experts are spread over
             for pp in pps:
-                fixed = opts.tp and opts.pp and opts.attn_dp is not None
+                fixed = opts.tp and opts.pp and len(dps) == 1  # every degree given: no cap
                 if tp * pp * dp <= cap or fixed:
                     out.append((tp, pp, dp))
     if not out and opts.ep is not None:

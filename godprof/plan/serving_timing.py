@@ -239,6 +239,11 @@ class _Timer:
         included, unless prefill is disaggregated) / the expected tokens per step."""
         return self.step(b)[0] / self.tau
 
+    def tpot_bound(self, b: int) -> float:
+        """Speed of light of ``tpot``: the same step at 100% of the datasheet and of the links."""
+        prefill = 0.0 if self.opts.disaggregated else self.prefill_per_step(b) / self._slots()
+        return self.pass_bound(self.rank_seqs(b), prefill) / self.tau
+
     def prefill_alone(self) -> tuple[float, int]:
         """(seconds, chunks) of one request's prefill on an instance with no decodes (a disaggregated
         prefill instance): ``prompt_eff`` tokens in equal chunks of at most ``chunk``, pipelined over the

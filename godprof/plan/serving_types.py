@@ -129,6 +129,7 @@ class Candidate:
     energy_kwh_per_mtok: float = 0.0
     usd_per_mtok: float | None = None
     load: float = 0.0  # share of replica capacity used (rate workloads)
+    tpot_bound_s: float = 0.0  # speed of light of the same step (100% of the datasheet and links)
     ttft_parts: dict[str, float] = field(default_factory=dict)  # wait, prefill, kv_transfer, queue (seconds)
     tokens_per_step: float = 1.0  # expected tokens a sequence gains per step (speculative decoding: > 1)
     prefill_tokens_per_step: float = 0.0  # per instance at steady state (chunked prefill sharing the steps)
@@ -176,6 +177,8 @@ class Candidate:
             "batch_per_replica": self.batch,
             "ttft_s": self.ttft_s,
             "tpot_s": self.tpot_s,
+            "tpot_bound_s": self.tpot_bound_s,
+            "tpot_sol_percent": 100.0 * self.tpot_bound_s / self.tpot_s if self.tpot_s else None,
             "ttft_breakdown_s": dict(self.ttft_parts),
             "tokens_per_step": self.tokens_per_step,
             "prefill_tokens_per_step": self.prefill_tokens_per_step,
