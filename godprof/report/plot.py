@@ -2,7 +2,7 @@
 
 Both show what separates attention from state-space models as context grows: KV + state bytes against
 context on log-log axes (attention's KV cache is a line of slope 1, an SSM's state is flat) with the
-GPU's memory as a horizontal line, and the roofline decode step time (TPOT) against context.
+GPU's memory as a horizontal line, and the expected decode step time (TPOT) against context.
 
 matplotlib is optional (the ``plot`` extra) and imported only inside ``write_png``/``write_html``; the
 terminal plot is drawn here in plain text.
@@ -153,9 +153,9 @@ def sweep_text_plots(doc: dict[str, Any], width: int = 60, height: int = 12) -> 
         width,
         height,
     )
-    title = "Decode step time (roofline TPOT) vs context (log-log)"
+    title = "Decode step time (expected TPOT) vs context (log-log)"
     b = text_plot(sweep_series(doc, "tpot_s"), title, fmt_seconds, None, width, height)
-    title = "Prefill time (roofline TTFT) vs context (log-log): quadratic attention bends up"
+    title = "Prefill time (expected TTFT) vs context (log-log): quadratic attention bends up"
     c = text_plot(sweep_series(doc, "ttft_s"), title, fmt_seconds, None, width, height)
     return a + "\n" + b + "\n" + c
 
@@ -178,7 +178,7 @@ def _pyplot() -> Any:
 
 def sweep_figure(doc: dict[str, Any]) -> Any:
     """A matplotlib Figure: left, KV + state (solid) and weights + cache + activations (dashed) in GiB vs
-    context with the GPU memory line; middle, roofline TPOT vs context; right, roofline TTFT vs context
+    context with the GPU memory line; middle, expected TPOT vs context; right, expected TTFT vs context
     (where quadratic attention, sparse attention's O(L k) and linear-time mixers part ways). Log axes."""
     plt = _pyplot()
     from matplotlib import ticker
@@ -205,8 +205,8 @@ def sweep_figure(doc: dict[str, Any]) -> Any:
                      label=f"{gpu_name} memory ({mem:.0f} GiB)")
     for ax, ylab, title in (
         (ax_m, "GiB", "Memory vs context"),
-        (ax_t, "ms per decode step", f"Roofline decode step (TPOT) on {doc['gpu']}"),
-        (ax_p, "seconds to first token", f"Roofline prefill (TTFT) on {doc['gpu']}"),
+        (ax_t, "ms per decode step", f"Expected decode step (TPOT) on {doc['gpu']}"),
+        (ax_p, "seconds to first token", f"Expected prefill (TTFT) on {doc['gpu']}"),
     ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
