@@ -34,11 +34,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import torch
+
+    from godprof.measure import DoesNotFit, MeasureConfig, NoDevice, measure, resolve_device
+    from godprof.measure.report import activation_peak, rel_error
+except ImportError as _e:  # one line, not a traceback: this benchmark needs the measure extra
+    sys.exit(f"measure_bench: needs torch and godprof's measure extra (pip install 'godprof[measure]'): {_e}")
 
 from godprof.analytic import Workload, estimate
-from godprof.measure import DoesNotFit, MeasureConfig, measure, resolve_device
-from godprof.measure.report import activation_peak, rel_error
+from godprof.errors import GodprofError
 from godprof.report.format import fmt_bytes, fmt_pct, fmt_rate, fmt_seconds
 from godprof.spec import bundled_spec_names, load_spec
 
@@ -264,7 +269,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    dev = resolve_device(args.device, None)
+    try:
+        dev = resolve_device(args.device, None)
+    except NoDevice as e:  # no GPU here: say so in one line (exit 4, as `godprof measure` does)
+        print(f"measure_bench: {e}", file=sys.stderr)
+        raise SystemExit(4) from None
     specs = args.specs.split(",") if args.specs else bundled_spec_names()
     batches = [int(b) for b in args.batches.split(",")]
     meta: dict[str, Any] = {
@@ -282,7 +291,10 @@ def main() -> None:
                 records.append(run_one(ref, dev, batch, args))
             except KeyboardInterrupt:
                 raise
-            except Exception as e:  # one failing spec must not lose the others' results
+            except GodprofError as e:  # a bad spec name or file: one line, and the others still run
+                print(f"  error: {str(e).splitlines()[0]}", file=sys.stderr)
+                records.append({"spec": ref, "ref": ref, "batch": batch, "status": "error", "reason": str(e)})
+            except Exception as e:  # a bug: its traceback, and the others' results are still written
                 traceback.print_exc()
                 records.append({"spec": ref, "ref": ref, "batch": batch, "status": "error", "reason": repr(e)})
             print(f"  -> {records[-1]['status']}", file=sys.stderr)

@@ -40,3 +40,7 @@ class SpecError(GodprofError):
 
 class NotFoundError(GodprofError):
     """A name (spec, GPU, dtype) that matches nothing; the message lists the nearest names."""
+
+
+class OutputError(GodprofError):
+    """An output path (``-o``, ``--plot``) that cannot or must not be written: the message says why."""

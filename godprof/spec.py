@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from godprof.checker import Checker, KeyPath, load_yaml
+from godprof.checker import Checker, KeyPath, load_yaml, read_text
 from godprof.dtypes import WeightFormats
 from godprof.errors import NotFoundError
 from godprof.kinds import FFN_KINDS, MIXER_KINDS, FfnKind, MixerKind
@@ -165,8 +165,8 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
     name = c.str_(d, "name", (), "unnamed") or "unnamed"
     family = c.choice(d, "family", (), FAMILIES, "dense")
     model = parse_model(c, d.get("model", {}))
-    raw_hidden = d.get("model", {}).get("hidden_size") if isinstance(d.get("model"), dict) else None
-    hidden_known = isinstance(raw_hidden, int) and not isinstance(raw_hidden, bool) and raw_hidden > 0
+    # the kinds size themselves from the hidden size: 0 tells them it is invalid (its error is recorded)
+    hidden_known = not any(p.key_path == "model.hidden_size" for p in c.problems)
 
     mixers: dict[str, Mixer] = {}
     for key, raw in c.mapping(d.get("mixers", {}), ("mixers",)).items():
@@ -175,6 +175,8 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
             mixers[key] = m
     if "mixers" in d and not d["mixers"]:
         c.err(("mixers",), "define at least one token mixer")
+    if d.get("ffns") is not None and not d["ffns"]:
+        c.err(("ffns",), "define at least one FFN, or leave the section out (pure SSM stacks need none)")
 
     ffns: dict[str, Ffn | None] = {}
     raw_ffns = d.get("ffns")
@@ -182,7 +184,8 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         ffns["none"] = None  # pure SSM stacks need no ffns section
     else:
         for key, raw in c.mapping(raw_ffns, ("ffns",)).items():
-            ok, f = parse_kind(c, raw, ("ffns", key), model.hidden_size, FFN_KINDS, "ffn", ("none",))
+            ok, f = parse_kind(c, raw, ("ffns", key), model.hidden_size if hidden_known else 0, FFN_KINDS, "ffn",
+                               ("none",))  # fmt: skip
             if ok:
                 ffns[key] = f
 
@@ -192,7 +195,11 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
     layer_mixers = layer_ffns = ()
     for attr, names, what in (("mixer", mixers, "mixers"), ("ffn", ffns, "ffns")):
         if attr in layout:
-            resolved = resolve_layout(c, layout[attr], ("layout", attr), set(names), n)
+            # with model.num_layers invalid, a layout's length or indices would only echo that error
+            lc = Checker(c.source, c.lines) if "model.num_layers" in {p.key_path for p in c.problems} else c
+            # names whose entry is invalid still count as defined (their own error says what is wrong)
+            entries = d.get(what) if isinstance(d.get(what), dict) else {}
+            resolved = resolve_layout(lc, layout[attr], ("layout", attr), set(names) | set(entries), n)
         elif len(names) == 1:
             resolved = (next(iter(names)),) * n
         else:
@@ -211,8 +218,8 @@ def parse_spec(data: Any, source: str | None = None, lines: dict[KeyPath, int] |
         pd = c.mapping(d["published"], pp)
         c.keys(pd, pp, _PUBLISHED_KEYS, set())
         pub = Published(
-            params_total=c.opt_int(pd, "params_total", pp),
-            params_active=c.opt_int(pd, "params_active", pp),
+            params_total=c.opt_int(pd, "params_total", pp, maximum=10**15),
+            params_active=c.opt_int(pd, "params_active", pp, maximum=10**15),
             tolerance=c.float_(pd, "tolerance", pp, 0.01),
             note=c.str_(pd, "note", pp),
         )
@@ -279,17 +286,26 @@ def bundled_spec_names() -> list[str]:
 
 
 def bundled_spec_path(name: str) -> Path | None:
+    """The bundled spec called ``name``, matched case-insensitively (``llama-3-8B`` is llama-3-8b)."""
     path = _bundled_dir() / f"{name}.yaml"
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    folded = {n.lower(): n for n in bundled_spec_names()}.get(name.lower())
+    return _bundled_dir() / f"{folded}.yaml" if folded is not None else None
 
 
 def load_spec(ref: str | Path) -> Spec:
-    """Load a spec from a YAML path, a Hugging Face ``config.json`` path, or a bundled spec name.
+    """Load a spec from a YAML path, a Hugging Face ``config.json`` path, a model folder holding a
+    config.json (a downloaded checkpoint), or a bundled spec name (case-insensitive).
 
     Raises SpecError for invalid content and NotFoundError for a name or path that matches nothing.
     """
 
     path = Path(ref)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise NotFoundError(f"{ref}: a folder without a config.json (give a spec file, config.json or folder)")
+        path = path / "config.json"
     if path.suffix == ".json":
         if not path.is_file():
             raise NotFoundError(f"no such file: {ref}")
@@ -297,14 +313,14 @@ def load_spec(ref: str | Path) -> Spec:
 
         return spec_from_config_file(path)
     if path.is_file():
-        return parse_spec_text(path.read_text(encoding="utf-8"), str(path))
+        return parse_spec_text(read_text(path), str(path))
     name = str(ref)
     if "/" not in name and not name.endswith((".yaml", ".yml")):
         bundled = bundled_spec_path(name)
         if bundled is not None:
-            return parse_spec_text(bundled.read_text(encoding="utf-8"), f"{name}.yaml (bundled)")
+            return parse_spec_text(bundled.read_text(encoding="utf-8"), f"{bundled.stem}.yaml (bundled)")
     names = bundled_spec_names()
-    near = difflib.get_close_matches(path.stem, names, n=3, cutoff=0.5)
+    near = difflib.get_close_matches(path.stem.lower(), names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(near)}?" if near else "; `godprof specs` lists the bundled specs"
     raise NotFoundError(f"no spec file or bundled spec named {str(ref)!r}{hint}")
 

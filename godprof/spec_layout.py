@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from godprof.checker import Checker, KeyPath
+from godprof.checker import Checker, KeyPath, _show
 
 
 def resolve_layout(c: Checker, raw: Any, p: KeyPath, names: set[str], n_layers: int) -> tuple[str, ...]:
@@ -18,9 +18,12 @@ def resolve_layout(c: Checker, raw: Any, p: KeyPath, names: set[str], n_layers: 
     fallback = (sorted(names)[0],) * n_layers if names else ()
 
     def known(name: Any, path: KeyPath) -> bool:
+        if not isinstance(name, str):
+            c.err(path, f"expected the name of one of {', '.join(sorted(names))}, got {_show(name)}")
+            return False
         if name in names:
             return True
-        near = difflib.get_close_matches(str(name), sorted(names), n=1)
+        near = difflib.get_close_matches(name, sorted(names), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; defined: {', '.join(sorted(names))}"
         c.err(path, f"'{name}' is not defined{hint}")
         return False
@@ -59,6 +62,8 @@ def resolve_layout(c: Checker, raw: Any, p: KeyPath, names: set[str], n_layers: 
         idx = ld.get("indices", [])
         if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
             c.err((*lp, "indices"), "expected a list of layer indices")
+        elif len(idx) > n_layers:
+            c.err((*lp, "indices"), f"lists {len(idx)} layers but model.num_layers is {n_layers}")
         elif known(ld.get("use"), (*lp, "use")):
             for i in idx:
                 if not 0 <= i < n_layers:

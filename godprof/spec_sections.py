@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from godprof.checker import Checker, KeyPath
+from godprof.checker import MAX_LAYERS, Checker, KeyPath
 from godprof.dtypes import WeightFormats, get_dtype
 from godprof.errors import NotFoundError
 
@@ -28,6 +28,8 @@ class ModelConfig:
     parallel_shared_norm: bool = False  # parallel blocks share one input norm (GPT-J)
     sandwich_norm: bool = False  # extra norms after mixer and FFN (Gemma-2, Grok-1)
     post_norm: bool = False  # norms on each branch output instead of its input (OLMo 2, EXAONE 4)
+    hc_mult: int = 1  # residual streams mixed by hyper-connections (DeepSeek-V4: 4); 1 = a plain residual
+    hc_sinkhorn_iters: int = 20  # Sinkhorn-Knopp iterations of the hyper-connections' mixing matrix
     lm_head_bias: bool = False
     embedding_multiplier: float = 1.0  # Gemma scales embeddings by sqrt(hidden); no parameters
     logit_scale: float = 1.0  # Cohere multiplies the logits; no parameters
@@ -60,6 +62,7 @@ _MODEL_KEYS = {
     "vocab_size", "hidden_size", "num_layers", "tie_embeddings", "position_embedding",
     "max_position_embeddings", "norm", "norm_bias", "final_norm", "parallel_residual",
     "parallel_shared_norm", "sandwich_norm", "post_norm", "lm_head_bias", "embedding_multiplier", "logit_scale",
+    "hc_mult", "hc_sinkhorn_iters",
 }  # fmt: skip
 _PUBLISHED_KEYS = {"params_total", "params_active", "tolerance", "note"}
 
@@ -76,10 +79,13 @@ def parse_model(c: Checker, raw: Any) -> ModelConfig:
     post = c.bool_(d, "post_norm", p, False)
     if post and (d.get("sandwich_norm") or d.get("parallel_residual")):
         c.err((*p, "post_norm"), "post_norm excludes sandwich_norm and parallel_residual")
+    hc = c.int_(d, "hc_mult", p, 1)
+    if hc > 1 and (d.get("parallel_residual") or post):
+        c.err((*p, "hc_mult"), "hyper-connections (hc_mult > 1) need sequential pre-norm blocks")
     return ModelConfig(
         vocab_size=c.int_(d, "vocab_size", p),
         hidden_size=c.int_(d, "hidden_size", p),
-        num_layers=c.int_(d, "num_layers", p),
+        num_layers=c.int_(d, "num_layers", p, maximum=MAX_LAYERS),
         tie_embeddings=c.bool_(d, "tie_embeddings", p, False),
         position_embedding=pos,  # type: ignore[arg-type]
         max_position_embeddings=max_pos,
@@ -90,6 +96,8 @@ def parse_model(c: Checker, raw: Any) -> ModelConfig:
         parallel_shared_norm=c.bool_(d, "parallel_shared_norm", p, False),
         sandwich_norm=c.bool_(d, "sandwich_norm", p, False),
         post_norm=post,
+        hc_mult=hc,
+        hc_sinkhorn_iters=c.int_(d, "hc_sinkhorn_iters", p, 20),
         lm_head_bias=c.bool_(d, "lm_head_bias", p, False),
         embedding_multiplier=c.float_(d, "embedding_multiplier", p, 1.0),
         logit_scale=c.float_(d, "logit_scale", p, 1.0),
@@ -106,7 +114,7 @@ def parse_mtp(c: Checker, raw: Any, mixers: dict[str, Any], ffns: dict[str, Any]
         if key in d and d[key] not in names:
             c.err((*p, key), f"'{d[key]}' is not defined; defined: {', '.join(names)}")
     return Mtp(
-        layers=c.int_(d, "layers", p),
+        layers=c.int_(d, "layers", p, maximum=MAX_LAYERS),
         mixer=str(d.get("mixer")),
         ffn=str(d.get("ffn")),
         own_embeddings=c.bool_(d, "own_embeddings", p, True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from godprof.checker import MAX_SIZE, MAX_TOKENS
 from godprof.dtypes import DType, get_dtype
 
 Mode = Literal["inference", "train"]
@@ -25,8 +26,10 @@ class Workload:
     """Batch and lengths, dtypes and training choices.
 
     ``seq`` is the prefill (or training) sequence length; ``context`` the number of tokens held in the
-    KV cache for decode and for cache memory (defaults to ``seq``). ``dtype`` is the weight format;
-    activations run in it when it is a float format of 16 or 32 bits and in bf16 otherwise. ``kv_dtype``
+    KV cache for decode and for cache memory (defaults to ``seq``); both go up to
+    ``godprof.checker.MAX_TOKENS`` (2^40), ``batch`` and ``group_size`` to ``MAX_SIZE`` (2^31 - 1).
+    ``dtype`` is the weight format; activations run in it when it is a float format of 16 or 32 bits and
+    in bf16 otherwise. ``kv_dtype``
     (KV cache and SSM state) defaults to the activation dtype.
     """
 
@@ -44,11 +47,15 @@ class Workload:
     group_size: int = 128  # int8/int4 quantisation group along each matrix's input dimension
 
     def __post_init__(self) -> None:
-        for name in ("batch", "seq", "group_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.context is not None and self.context < 1:
-            raise ValueError(f"context must be positive, got {self.context}")
+        for name, most in (("batch", MAX_SIZE), ("seq", MAX_TOKENS), ("context", MAX_TOKENS),
+                           ("group_size", MAX_SIZE)):  # fmt: skip
+            v = getattr(self, name)
+            if v is None and name == "context":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            if not 1 <= v <= most:
+                raise ValueError(f"{name} must be from 1 to {most:,}, got {v:,}")
         for name, allowed in (
             ("mode", MODES),
             ("optimizer", OPTIMIZERS),

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from godprof.checker import MAX_SIZE, MAX_TOKENS, read_text
 from godprof.errors import NotFoundError, SpecError
 from godprof.spec import Checker, KeyPath, load_yaml
 
@@ -50,7 +51,10 @@ def parse_duration_s(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r} (examples: 0.05, 50ms, 1s)")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         m = _DURATION.match(str(value))
         if not m:
@@ -58,6 +62,8 @@ def parse_duration_s(value: Any) -> float:
         seconds = float(m.group(1)) * _UNIT_S[m.group(2).lower() if m.group(2) else None]
     if not seconds > 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be finite, got {value!r}")
     return seconds
 
 
@@ -84,19 +90,19 @@ class ServingWorkload:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("prompt_tokens", "output_tokens", "samples_per_prompt"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be positive, got {self.concurrency}")
-        if self.rate_per_s is not None and not self.rate_per_s > 0:
-            raise ValueError(f"rate must be positive, got {self.rate_per_s}")
+        for key, most in (("prompt_tokens", MAX_TOKENS), ("output_tokens", MAX_TOKENS),
+                          ("samples_per_prompt", MAX_SIZE), ("concurrency", MAX_SIZE)):  # fmt: skip
+            v = getattr(self, key)
+            if v is not None and not 1 <= v <= most:
+                raise ValueError(f"{key} must be from 1 to {most:,}, got {v}")
+        if self.rate_per_s is not None and not 0 < self.rate_per_s < math.inf:
+            raise ValueError(f"rate must be a positive finite number, got {self.rate_per_s}")
         if self.concurrency is not None and self.rate_per_s is not None:
             raise ValueError("give either a concurrency or a request rate, not both")
         for key in ("slo_ttft_s", "slo_tpot_s"):
             v = getattr(self, key)
-            if v is not None and not v > 0:
-                raise ValueError(f"{key} must be positive, got {v}")
+            if v is not None and not 0 < v < math.inf:
+                raise ValueError(f"{key} must be a positive finite number of seconds, got {v}")
 
     @property
     def context_tokens(self) -> int:
@@ -150,8 +156,8 @@ def parse_workload(data: Any, source: str | None = None, lines: dict[KeyPath, in
     if c.problems:
         raise WorkloadError(source, c.problems)
     c.keys(d, (), _TOP_KEYS, {"prompt_tokens", "output_tokens"})
-    prompt = c.int_(d, "prompt_tokens", ())
-    output = c.int_(d, "output_tokens", ())
+    prompt = c.int_(d, "prompt_tokens", (), maximum=MAX_TOKENS)
+    output = c.int_(d, "output_tokens", (), maximum=MAX_TOKENS)
     conc = c.opt_int(d, "concurrency", ())
     rate = c.float_(d, "rate", (), 0.0) if d.get("rate") is not None else None
     if rate == 0.0:
@@ -190,9 +196,9 @@ def load_yaml_document(path: str | Path) -> tuple[Any, dict[KeyPath, int], str]:
     """Read a YAML file with the safe loader: (data, line table, source name). Bad YAML raises
     WorkloadError with the line; a missing file raises NotFoundError."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise NotFoundError(f"no such file: {path}")
-    data, lines = load_yaml(p.read_text(encoding="utf-8"), str(p), WorkloadError)
+    data, lines = load_yaml(read_text(p, WorkloadError), str(p), WorkloadError)
     return data, lines, str(p)
 
 
