@@ -397,8 +397,9 @@ def load_gpu(name: str, extra_files: Sequence[str | Path] = ()) -> GPU:
             return g
     for g in ordered:
         if q in g.aliases or q == _norm(g.name):
-            rivals = [o for o in gpus
-                      if o.key != g.key and (o.key.startswith(q) or any(a.startswith(q) for a in o.aliases))]
+            rivals = [
+                o for o in gpus if o.key != g.key and (o.key.startswith(q) or any(a.startswith(q) for a in o.aliases))
+            ]
             if {o.memory_bytes for o in rivals} - {g.memory_bytes}:
                 cands = ", ".join(f"{o.key} ({o.memory_bytes / GIB:.0f} GiB)" for o in [g, *rivals])
                 raise NotFoundError(f"ambiguous GPU {name!r}: it could be {cands}; give one of these keys")

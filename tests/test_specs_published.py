@@ -145,8 +145,10 @@ def test_spec_from_a_vendored_config_equals_transformers(name: str) -> None:
             model = AutoModelForCausalLM.from_config(hf_cfg)
     ours, imported = count_params(spec), count_params(spec_from_hf_config(VENDORED[name], name))
     assert ours.total == imported.total == sum(p.numel() for p in model.parameters())
-    assert ours.matmul_per_token == imported.matmul_per_token and spec.layer_mixers == spec_from_hf_config(
-        VENDORED[name], name).layer_mixers
+    assert (
+        ours.matmul_per_token == imported.matmul_per_token
+        and spec.layer_mixers == spec_from_hf_config(VENDORED[name], name).layer_mixers
+    )
 
 
 def test_exact_figures_by_hand() -> None:

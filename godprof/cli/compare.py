@@ -24,8 +24,12 @@ SpecsArg = Annotated[
 ]
 GpuOpt = Annotated[
     str,
-    typer.Option("--gpu", "-g", help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...); a "
-                 "comma-separated list (h100,b200) gives a grid with --dtype."),
+    typer.Option(
+        "--gpu",
+        "-g",
+        help="GPU key or alias from `godprof gpus` (h100, a100-80gb, mi300x, ...); a "
+        "comma-separated list (h100,b200) gives a grid with --dtype.",
+    ),
 ]
 GpuFiles = Annotated[
     list[Path] | None,
@@ -151,13 +155,21 @@ def sweep_cmd(
     specs: SpecsArg,
     context: Annotated[
         str,
-        typer.Option("--context", "-c", help=f"Range LOW..HIGH (1Ki..1Mi = 1,024..1,048,576) or one length; "
-                     f"log-spaced points ({SIZES})."),
+        typer.Option(
+            "--context",
+            "-c",
+            help=f"Range LOW..HIGH (1Ki..1Mi = 1,024..1,048,576) or one length; log-spaced points ({SIZES}).",
+        ),
     ] = "1Ki..1Mi",
     points: Annotated[
         int | None,
-        typer.Option("--points", "-n", min=1, max=10_000,
-                     help="Contexts in the range, at most 10,000 (default: one per doubling)."),  # fmt: skip
+        typer.Option(
+            "--points",
+            "-n",
+            min=1,
+            max=10_000,
+            help="Contexts in the range, at most 10,000 (default: one per doubling).",
+        ),  # fmt: skip
     ] = None,
     batch: Annotated[
         list[int] | None,

@@ -18,8 +18,9 @@ DeviceOpt = Annotated[
         "--device", help="cpu, cuda or cuda:N (default: cuda:0 when CUDA is available).", show_default=False
     ),  # fmt: skip
 ]
-NewTokens = Annotated[int, typer.Option("--new-tokens", "-n", min=1, max=2**31 - 1,
-                                        help="Decode steps timed after each prefill.")]
+NewTokens = Annotated[
+    int, typer.Option("--new-tokens", "-n", min=1, max=2**31 - 1, help="Decode steps timed after each prefill.")
+]
 MeasureDType = Annotated[
     str | None,
     typer.Option(
@@ -31,8 +32,8 @@ MeasureDType = Annotated[
 ]
 Warmup = Annotated[int, typer.Option("--warmup", min=0, help="Untimed prefill + decode runs first.")]
 Iters = Annotated[
-    int, typer.Option("--iters", "-i", min=1, max=2**31 - 1,
-                      help="Timed runs (each: one prefill + --new-tokens steps).")
+    int,
+    typer.Option("--iters", "-i", min=1, max=2**31 - 1, help="Timed runs (each: one prefill + --new-tokens steps)."),
 ]
 Compile = Annotated[
     bool, typer.Option("--compile", help="torch.compile the decode step (warm-up absorbs compile time).")
@@ -41,11 +42,16 @@ Energy = Annotated[bool, typer.Option("--energy/--no-energy", help="Measure ener
 Threads = Annotated[
     int | None,
     typer.Option(
-        "--threads", min=1, max=4096,
-            help="CPU threads for torch (CPU runs) (default: torch's choice).", show_default=False
+        "--threads",
+        min=1,
+        max=4096,
+        help="CPU threads for torch (CPU runs) (default: torch's choice).",
+        show_default=False,
     ),  # fmt: skip
 ]
 Fvcore = Annotated[bool, typer.Option("--fvcore/--no-fvcore", help="Also count FLOPs with fvcore (a jit trace).")]
+
+
 class KernelsChoice(str, Enum):
     reference = "reference"
     fused = "fused"
@@ -76,7 +82,8 @@ Tp = Annotated[
     int,
     typer.Option(
         "--tp",
-        min=1, max=1_000_000,
+        min=1,
+        max=1_000_000,
         help="Tensor parallel over N ranks, one process each: torchrun --nproc-per-node N -m godprof "
         "measure SPEC --tp N (NCCL on GPUs, gloo with --device cpu). Per-rank memory vs the analytic split, "
         "all-reduce time vs the plan's model; rank 0 prints.",

@@ -47,9 +47,7 @@ SpecArg = Annotated[
 ]
 Batch = Annotated[int, typer.Option("--batch", "-b", min=1, max=2**31 - 1, help="Sequences processed together.")]
 SIZES = "k/M/G/T decimal (8k = 8000), Ki/Mi/Gi/Ti binary (8Ki = 8192)"
-Seq = Annotated[
-    str, typer.Option("--seq", "-s", help=f"Prefill / training sequence length: 4096, 8Ki, 32k ({SIZES}).")
-]
+Seq = Annotated[str, typer.Option("--seq", "-s", help=f"Prefill / training sequence length: 4096, 8Ki, 32k ({SIZES}).")]
 Context = Annotated[
     str | None,
     typer.Option(
@@ -92,5 +90,6 @@ LogitsOpt = Annotated[
 FormatOpt = Annotated[
     Format, typer.Option("--format", "-f", help="table, json (a stable schema for scripts), csv or md.")
 ]
-GroupSize = Annotated[int, typer.Option("--group-size", min=1, max=2**31 - 1,
-                                        help="int8/int4 quantisation group size.")]
+GroupSize = Annotated[
+    int, typer.Option("--group-size", min=1, max=2**31 - 1, help="int8/int4 quantisation group size.")
+]

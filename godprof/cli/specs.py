@@ -72,8 +72,7 @@ def catalogue_table(records: list[dict[str, Any]]) -> Table:
             r["num_layers"],
             fmt_params(r["params"]["total"]),
             fmt_params(r["params"]["active"]),
-            " / ".join(fmt_params(r["published"][k]) for k in ("total", "active") if r["published"][k])
-            or "-",
+            " / ".join(fmt_params(r["published"][k]) for k in ("total", "active") if r["published"][k]) or "-",
         )
     return t
 
@@ -82,8 +81,10 @@ FamilyOpt = Annotated[str | None, typer.Option("--family", help="Only this famil
 FormatOpt = Annotated[TableJson, typer.Option("--format", "-f", help="table, or json (stable keys).")]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(help="A Hugging Face config.json, or the model folder holding it (read from disk; nothing is "
-                   "downloaded).", show_default=False),
+    typer.Argument(
+        help="A Hugging Face config.json, or the model folder holding it (read from disk; nothing is downloaded).",
+        show_default=False,
+    ),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the spec to this file (default: standard output).")

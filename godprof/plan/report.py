@@ -77,10 +77,17 @@ def serve_tables(p: ServePlan) -> list[Table]:
         t = Table(f"{head}\nPlan: {c.layout.gpus} x {c.gpu.name} ({c.layout.label()})", ["item", "value"], prose={1})
         usable = c.memory.get("usable_bytes", c.gpu.memory_bytes * (1 - p.options.headroom))  # less runtime overheads
         rows = [
-            ("layout", f"tp {c.layout.tp} · pp {c.layout.pp} · ep {c.layout.ep}"
-             + (f" · attention dp {c.layout.attn_dp}" if c.layout.attn_dp > 1 else "")
-             + (f" · {c.layout.prefill_instances} prefill + {c.layout.decode_instances} decode instances"
-                if c.layout.prefill_instances else "") + f" · {c.layout.replicas} replica(s)"),
+            (
+                "layout",
+                f"tp {c.layout.tp} · pp {c.layout.pp} · ep {c.layout.ep}"
+                + (f" · attention dp {c.layout.attn_dp}" if c.layout.attn_dp > 1 else "")
+                + (
+                    f" · {c.layout.prefill_instances} prefill + {c.layout.decode_instances} decode instances"
+                    if c.layout.prefill_instances
+                    else ""
+                )
+                + f" · {c.layout.replicas} replica(s)",
+            ),
             ("GPUs", f"{c.layout.gpus} ({c.layout.gpus_per_replica} per replica)"),
             ("weights per GPU", fmt_bytes(c.memory["weights_bytes"])),
             ("KV cache + state per GPU", fmt_bytes(c.memory["kv_cache_bytes"] + c.memory.get("ssm_state_bytes", 0))),
@@ -89,10 +96,14 @@ def serve_tables(p: ServePlan) -> list[Table]:
             ("max concurrency per replica", f"{c.max_concurrency:,} requests (memory)"),
             ("batch per replica", f"{c.batch:,} (limit {c.batch_limit:,}: {c.limited_by})"),
             ("TTFT", f"{fmt_seconds(c.ttft_s)} under load ({_ttft_parts(c)})"),
-            ("TPOT", f"{fmt_seconds(c.tpot_s)} ({_sol(c)}): mean inter-token latency at steady state ({c.bound}-bound "
-                     f"step of {c.batch:,} decodes + {c.prefill_tokens_per_step:,.0f} prefill tokens, comm "
-                     f"{c.comm_share:.0%}" + (f", {c.tokens_per_step:.2f} tokens per step" if c.tokens_per_step > 1
-                                              else "") + ")"),
+            (
+                "TPOT",
+                f"{fmt_seconds(c.tpot_s)} ({_sol(c)}): mean inter-token latency at steady state ({c.bound}-bound "
+                f"step of {c.batch:,} decodes + {c.prefill_tokens_per_step:,.0f} prefill tokens, comm "
+                f"{c.comm_share:.0%}"
+                + (f", {c.tokens_per_step:.2f} tokens per step" if c.tokens_per_step > 1 else "")
+                + ")",
+            ),
             ("output tokens/s per GPU", _tps(c.tokens_per_s_per_gpu)),
             ("output tokens/s, all", _tps(c.tokens_per_s)),
             ("power per GPU", f"{c.power_w_per_gpu:.0f} W of {c.gpu.tdp_w:.0f} W TDP"),

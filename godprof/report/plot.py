@@ -201,8 +201,9 @@ def sweep_figure(doc: dict[str, Any]) -> Any:
     lines = lines or {(doc["roofline"]["gpu_name"], doc["gpu_memory_bytes"])}
     for k, (gpu_name, mem_bytes) in enumerate(sorted(lines)):  # one memory line per GPU of the sweep
         mem = mem_bytes / gib
-        ax_m.axhline(mem, color="black", lw=1.2, ls=(":", "-.", "--")[k % 3],
-                     label=f"{gpu_name} memory ({mem:.0f} GiB)")
+        ax_m.axhline(
+            mem, color="black", lw=1.2, ls=(":", "-.", "--")[k % 3], label=f"{gpu_name} memory ({mem:.0f} GiB)"
+        )
     for ax, ylab, title in (
         (ax_m, "GiB", "Memory vs context"),
         (ax_t, "ms per decode step", f"Expected decode step (TPOT) on {doc['gpu']}"),
