@@ -19,6 +19,7 @@ SpecsArg = Annotated[
     list[str],
     typer.Argument(
         help="Specs: YAML files, config.json files or bundled names (llama-3-8b, mamba-2.8b, ...).",
+        metavar="SPEC...",
         show_default=False,
     ),
 ]
@@ -262,7 +263,9 @@ def sweep_cmd(
 
 
 def gpus_cmd(
-    name: Annotated[str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Show one GPU (key or alias).", show_default=False, metavar="GPU")
+    ] = None,
     gpu_file: GpuFiles = None,
     fmt: FormatOpt = Format.table,
 ) -> None:

@@ -175,7 +175,10 @@ def estimate_cmd(
 
 
 def validate_cmd(
-    specs: Annotated[list[str], typer.Argument(help="Spec files, config.json files, model folders or bundled names.")],
+    specs: Annotated[
+        list[str],
+        typer.Argument(help="Spec files, config.json files, model folders or bundled names.", metavar="SPEC..."),
+    ],
     fmt: Annotated[
         TableJson, typer.Option("--format", "-f", help="table (one line per spec or problem, for grep) or json.")
     ] = TableJson.table,

@@ -43,6 +43,7 @@ SpecArg = Annotated[
         help="A spec: a YAML file, a Hugging Face config.json, or a bundled name such as llama-3-8b "
         "(`godprof specs` lists them).",
         show_default=False,
+        metavar="SPEC",
     ),
 ]
 Batch = Annotated[int, typer.Option("--batch", "-b", min=1, max=2**31 - 1, help="Sequences processed together.")]

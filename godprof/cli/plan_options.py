@@ -16,7 +16,10 @@ TrainHelp = "Training (--train)"
 OutHelp = "Output"
 
 SpecOpt = Annotated[
-    str, typer.Argument(help="A spec (bundled name, YAML or config.json) or a swarm YAML file.", show_default=False)
+    str,
+    typer.Argument(
+        help="A spec (bundled name, YAML or config.json) or a swarm YAML file.", show_default=False, metavar="SPEC"
+    ),
 ]
 GpuOpt = Annotated[
     str,

@@ -84,6 +84,7 @@ ConfigArg = Annotated[
     typer.Argument(
         help="A Hugging Face config.json, or the model folder holding it (read from disk; nothing is downloaded).",
         show_default=False,
+        metavar="CONFIG",
     ),
 ]
 OutputOpt = Annotated[
