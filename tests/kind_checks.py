@@ -5,13 +5,35 @@ names mapped to a transformers decoder's."""
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import yaml
 
 from godprof.build import build_model
 from godprof.spec import Spec, parse_spec
+
+
+def hf_model(cfg: dict[str, Any], device: str = "meta") -> Any:
+    """transformers' causal LM for a config.json-style dict (keys starting with '_' dropped), built on
+    ``device`` (``meta``: shapes only, no weights) with its warnings silenced."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_cfg = AutoConfig.for_model(**clean)
+        with torch.device(device):
+            return AutoModelForCausalLM.from_config(hf_cfg)
+
+
+def token_ids(vocab: int, batch: int, seq: int, seed: int = 7) -> torch.Tensor:
+    """A fixed batch of random token ids."""
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
 def spec_from(text: str) -> Spec:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from kind_checks import hf_model, token_ids
 
 from godprof.analytic import count_params
 from godprof.analytic.params import layer_part, norms_per_layer
@@ -57,19 +58,6 @@ TINY_GRANITE: dict[str, Any] = {
     "mamba_chunk_size": 4, "embedding_multiplier": 12.0, "logits_scaling": 8.0, "residual_multiplier": 0.22,
     "attention_multiplier": 0.0078125, "position_embedding_type": "nope",
 }  # fmt: skip
-
-
-def _hf_model(cfg: dict[str, Any], device: str = "meta") -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf_cfg = AutoConfig.for_model(**clean)
-        with torch.device(device):
-            return AutoModelForCausalLM.from_config(hf_cfg)
 
 
 def _hf_counts(model: Any, top_k: int) -> tuple[int, int]:
@@ -178,7 +166,7 @@ def test_nemotron_h_56b_counts_equal_transformers() -> None:
     spec = spec_from_hf_config(cfg, str(FIXTURE))
     c = count_params(spec)
     assert (c.total, c.active) == (56_324_350_464, 56_324_350_464)
-    assert _hf_counts(_hf_model(cfg), 1) == (c.total, c.active)
+    assert _hf_counts(hf_model(cfg), 1) == (c.total, c.active)
     kinds = [spec.mixers[m].type for m in spec.layer_mixers]
     assert (kinds.count("mamba2"), kinds.count("attention"), kinds.count("none")) == (54, 10, 54)
     assert spec.family == "hybrid"
@@ -197,7 +185,7 @@ def test_bundled_nemotron_h_56b_equals_its_config_import() -> None:
 def test_nemotron_h_layers_equal_transformers_layer_by_layer(cfg: dict[str, Any]) -> None:
     """Each block's parameters and norms (the block norm, plus Mamba's gated norm) equal transformers'."""
     spec = spec_from_hf_config(cfg, "tiny")
-    hf = _hf_model(cfg)
+    hf = hf_model(cfg)
     hf_layers = list(hf.model.layers)
     assert len(hf_layers) == len(spec.layers())
     for layer, theirs in zip(spec.layers(), hf_layers, strict=True):
@@ -224,7 +212,7 @@ def test_nemotron_h_variants_equal_transformers(changes: dict[str, Any]) -> None
     cfg = {k: v for k, v in {**TINY_NEMOTRON, **changes}.items() if v is not None}
     spec = spec_from_hf_config(cfg, "variant")
     c = count_params(spec)
-    assert _hf_counts(_hf_model(cfg), 2) == (c.total, c.active)
+    assert _hf_counts(hf_model(cfg), 2) == (c.total, c.active)
 
 
 def test_nemotron_h_rejects_what_it_cannot_count() -> None:
@@ -257,7 +245,7 @@ def test_granitemoehybrid_equals_transformers(changes: dict[str, Any]) -> None:
     cfg = {k: v for k, v in {**TINY_GRANITE, **changes}.items() if v is not None}
     spec = spec_from_hf_config(cfg, "granite")
     c = count_params(spec)
-    hf = _hf_model(cfg)
+    hf = hf_model(cfg)
     assert _hf_counts(hf, cfg["num_experts_per_tok"]) == (c.total, c.active)
     attn = sum(1 for layer in hf.model.layers if layer.self_attn is not None)
     assert sum(1 for m in spec.layer_mixers if spec.mixers[m].category == "attention") == attn
@@ -284,10 +272,6 @@ def _tiny_model(cfg: dict[str, Any] = TINY_NEMOTRON) -> tuple[Any, Any]:
     return spec, build_model(spec, "cpu", torch.float32, init_std=0.15, seed=1)
 
 
-def _ids(vocab: int, batch: int, seq: int) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(7))
-
-
 @pytest.mark.parametrize("cfg", [TINY_NEMOTRON, TINY_MOE], ids=["mlp", "moe"])
 def test_build_params_and_cache_equal_analytic(cfg: dict[str, Any]) -> None:
     from godprof.analytic.memory import kv_cache_bytes, ssm_state_bytes
@@ -304,7 +288,7 @@ def test_build_params_and_cache_equal_analytic(cfg: dict[str, Any]) -> None:
 def test_cached_decode_matches_full_forward() -> None:
     """Prefill 3 tokens, then decode 10 one at a time: the logits equal one cache-free forward."""
     spec, model = _tiny_model()
-    ids = _ids(spec.model.vocab_size, 2, 13)
+    ids = token_ids(spec.model.vocab_size, 2, 13)
     full = model(ids)  # [2, 13, V]
     cache = model.allocate_cache(2, 16)
     steps = [model(ids[:, :3], cache=cache)]
@@ -339,14 +323,14 @@ def test_logits_equal_transformers_nemotron_h() -> None:
     filled, none left over): the logits of a full forward agree. Both group the Mamba-2 gated RMSNorm the
     same way (d_inner / n_groups features per group, after y * SiLU(z))."""
     spec, ours = _tiny_model()
-    theirs = _hf_model(TINY_NEMOTRON, device="cpu").float().eval()
+    theirs = hf_model(TINY_NEMOTRON, device="cpu").float().eval()
     params = dict(theirs.named_parameters())
     mapped = {_nemotron_name(n): p for n, p in ours.named_parameters()}
     assert set(mapped) == set(params), set(mapped) ^ set(params)
     for n, p in mapped.items():
         assert params[n].shape == p.shape, n
         params[n].copy_(p)
-    ids = _ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
+    ids = token_ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = theirs(input_ids=ids, use_cache=False).logits
@@ -370,7 +354,7 @@ def test_flop_counter_equals_analytic() -> None:
     spec, model = _tiny_model()
     counts = count_params(spec)
     B, S = 2, 16
-    ids = _ids(spec.model.vocab_size, B, S)
+    ids = token_ids(spec.model.vocab_size, B, S)
     with sdpa_kernel(SDPBackend.MATH):
         prefill = FlopCounterMode(display=False)
         with prefill:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from kind_checks import prefill_peaks
+from kind_checks import hf_model, prefill_peaks, token_ids
 
 from godprof.analytic import count_params
 from godprof.analytic.memory import kv_cache_bytes, kv_read_bytes, ssm_state_bytes
@@ -72,22 +72,6 @@ def _spec_from(cfg: dict[str, Any]) -> Any:
     from godprof.hf import spec_from_hf_config
 
     return spec_from_hf_config(cfg, "tiny-falcon-h1")
-
-
-def _hf_model(cfg: dict[str, Any], device: str = "meta") -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf_cfg = AutoConfig.for_model(**cfg)
-        with torch.device(device):
-            return AutoModelForCausalLM.from_config(hf_cfg)
-
-
-def _ids(vocab: int, batch: int, seq: int) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(7))
 
 
 def _specs() -> list[Any]:
@@ -169,7 +153,7 @@ def test_cached_decode_matches_full_forward(which: int) -> None:
     """Prefill 3 tokens, then decode one at a time: the logits equal one cache-free forward (fp32)."""
     spec = _specs()[which]
     model = build_model(spec, "cpu", torch.float32, init_std=0.15, seed=1)
-    ids = _ids(spec.model.vocab_size, 2, 11)
+    ids = token_ids(spec.model.vocab_size, 2, 11)
     full = model(ids)
     cache = model.allocate_cache(2, 12)
     steps = [model(ids[:, :3], cache=cache)]
@@ -193,7 +177,7 @@ def test_flop_counter_equals_analytic(which: int) -> None:
     model = build_model(spec, "cpu", torch.float32)
     B, S = 2, 10
     with sdpa_kernel(SDPBackend.MATH):
-        got = count_torch(model, spec, _ids(spec.model.vocab_size, B, S), last_only=False)
+        got = count_torch(model, spec, token_ids(spec.model.vocab_size, B, S), last_only=False)
     assert got.by_component == analytic_components(spec, B, S, last_only=False)
 
 
@@ -209,7 +193,7 @@ def test_decode_flop_counter_equals_analytic() -> None:
     for spec in _specs():
         model = build_model(spec, "cpu", torch.float32)
         B, S = 2, 9
-        ids = _ids(spec.model.vocab_size, B, S)
+        ids = token_ids(spec.model.vocab_size, B, S)
         with sdpa_kernel(SDPBackend.MATH):
             cache = model.allocate_cache(B, S + 1)
             model(ids, cache=cache)
@@ -251,7 +235,7 @@ def test_prefill_peak_equals_measured(which: int, dtype: torch.dtype) -> None:
 def test_falcon_h1_counts_equal_transformers(changes: dict[str, Any]) -> None:
     cfg = {**TINY, **changes}
     spec = _spec_from(cfg)
-    model = _hf_model(cfg)
+    model = hf_model(cfg)
     assert count_params(spec).total == sum(p.numel() for p in model.parameters())
     # the muP vector is a non-persistent buffer, not a parameter
     assert any(n.endswith("mamba.mup_vector") for n, _ in model.named_buffers())
@@ -274,7 +258,7 @@ def test_falcon_h1_defaults_and_rejections() -> None:
         False,
     )
     assert mix.in_multipliers == mix.out_multipliers == (1.0, 1.0) and attn.scale is None
-    hf = _hf_model({"model_type": "falcon_h1", "vocab_size": 1000, "num_hidden_layers": 2})
+    hf = hf_model({"model_type": "falcon_h1", "vocab_size": 1000, "num_hidden_layers": 2})
     assert count_params(spec).total == sum(p.numel() for p in hf.parameters())
     with pytest.raises(SpecError, match="one proj_bias"):
         _spec_from({**TINY, "mamba_proj_bias": True})
@@ -306,13 +290,13 @@ def test_logits_equal_transformers() -> None:
     the softmax scale, embedding and lm_head multipliers as the model's)."""
     spec = _spec_from(TINY)
     ours = build_model(spec, "cpu", torch.float32, init_std=0.15, seed=1)
-    theirs = _hf_model(TINY, device="cpu").float().eval()
+    theirs = hf_model(TINY, device="cpu").float().eval()
     params = dict(theirs.named_parameters())
     mapped = {_theirs_name(n): p for n, p in ours.named_parameters()}
     assert set(mapped) == set(params), set(mapped) ^ set(params)
     for n, p in mapped.items():
         params[n].copy_(p)
-    ids = _ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
+    ids = token_ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = theirs(input_ids=ids, use_cache=False).logits

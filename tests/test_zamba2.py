@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from kind_checks import assert_cached_decode_matches, prefill_peaks, tiny_model
+from kind_checks import assert_cached_decode_matches, hf_model, prefill_peaks, tiny_model, token_ids
 
 from godprof.analytic import count_params
 from godprof.analytic.memory import kv_cache_bytes, ssm_state_bytes
@@ -63,22 +63,6 @@ def _spec_from(cfg: dict[str, Any]) -> Any:
     from godprof.hf import spec_from_hf_config
 
     return spec_from_hf_config(cfg, "tiny-zamba2")
-
-
-def _hf_model(cfg: dict[str, Any], device: str = "meta") -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf_cfg = AutoConfig.for_model(**cfg)
-        with torch.device(device):
-            return AutoModelForCausalLM.from_config(hf_cfg)
-
-
-def _ids(vocab: int, batch: int, seq: int) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(7))
 
 
 def _specs() -> list[Any]:
@@ -188,7 +172,7 @@ def test_flop_counter_equals_analytic(which: int) -> None:
     spec = _specs()[which]
     model = build_model(spec, "cpu", torch.float32)
     with sdpa_kernel(SDPBackend.MATH):
-        got = count_torch(model, spec, _ids(spec.model.vocab_size, 2, 10), last_only=False)
+        got = count_torch(model, spec, token_ids(spec.model.vocab_size, 2, 10), last_only=False)
     assert got.by_component == analytic_components(spec, 2, 10, last_only=False)
 
 
@@ -204,7 +188,7 @@ def test_decode_flop_counter_equals_analytic() -> None:
     for spec in _specs():
         model = build_model(spec, "cpu", torch.float32)
         B, S = 2, 9
-        ids = _ids(spec.model.vocab_size, B, S)
+        ids = token_ids(spec.model.vocab_size, B, S)
         with sdpa_kernel(SDPBackend.MATH):
             cache = model.allocate_cache(B, S + 1)
             model(ids, cache=cache)
@@ -246,7 +230,7 @@ def test_prefill_peak_equals_measured(which: int, dtype: torch.dtype) -> None:
 def test_zamba2_counts_equal_transformers(changes: dict[str, Any]) -> None:
     cfg = {**TINY, **changes}
     spec = _spec_from(cfg)
-    model = _hf_model(cfg)
+    model = hf_model(cfg)
     counts = count_params(spec)
     assert counts.total == counts.active == sum(p.numel() for p in model.parameters())
     hybrids = sum(1 for layer in model.model.layers if hasattr(layer, "shared_transformer"))
@@ -259,7 +243,7 @@ def test_zamba2_defaults_equal_transformers() -> None:
     cfg = {"model_type": "zamba2"}
     spec = _spec_from(cfg)
     assert spec.model.num_layers == 54 and spec.layer_mixers.count("shared0") == 9
-    assert count_params(spec).total == sum(p.numel() for p in _hf_model(cfg).parameters()) == 2_481_848_336
+    assert count_params(spec).total == sum(p.numel() for p in hf_model(cfg).parameters()) == 2_481_848_336
 
 
 def _theirs_name(name: str, spec: Any) -> str:
@@ -308,13 +292,13 @@ def test_logits_equal_transformers() -> None:
     for name, p in ours.named_parameters():
         if name.endswith("dt_bias"):
             p.zero_()
-    theirs = _hf_model(TINY, device="cpu").float().eval()
+    theirs = hf_model(TINY, device="cpu").float().eval()
     params = dict(theirs.named_parameters())
     mapped = {_theirs_name(n, spec): p for n, p in ours.named_parameters()}
     assert set(mapped) == set(params), set(mapped) ^ set(params)
     for n, p in mapped.items():
         params[n].copy_(p)
-    ids = _ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
+    ids = token_ids(spec.model.vocab_size, 2, 11)  # 11 tokens: not a multiple of the 4-token chunk
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = theirs(input_ids=ids, use_cache=False).logits
