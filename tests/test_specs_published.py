@@ -105,6 +105,13 @@ def test_spec_equals_its_config_json_import(name: str) -> None:
 # plain published config.json): the config as the spec's note gives it, in transformers' keys, built by
 # transformers on the meta device, must equal the spec exactly.
 VENDORED: dict[str, dict] = {
+    "falcon-h1-7b": {  # tiiuae/Falcon-H1-7B's config.json figures as the spec's note gives them
+        "model_type": "falcon_h1", "hidden_size": 3072, "num_hidden_layers": 44, "num_attention_heads": 12,
+        "num_key_value_heads": 2, "head_dim": 128, "intermediate_size": 12288, "vocab_size": 130048,
+        "tie_word_embeddings": False, "mamba_d_state": 256, "mamba_n_groups": 1, "mamba_n_heads": 24,
+        "mamba_d_head": 128, "mamba_d_ssm": 3072, "mamba_expand": 2, "mamba_d_conv": 4, "mamba_chunk_size": 128,
+        "max_position_embeddings": 262144, "rope_theta": 1e11,
+    },
     "nemotron-h-8b": {  # TensorRT-LLM's MAMBA_HYBRID_CONFIG, read as nemotron_h
         "model_type": "nemotron_h", "vocab_size": 131072, "hidden_size": 4096, "intermediate_size": 21504,
         "hybrid_override_pattern": "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", "num_attention_heads": 32,
