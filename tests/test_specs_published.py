@@ -105,6 +105,13 @@ def test_spec_equals_its_config_json_import(name: str) -> None:
 # plain published config.json): the config as the spec's note gives it, in transformers' keys, built by
 # transformers on the meta device, must equal the spec exactly.
 VENDORED: dict[str, dict] = {
+    "granite-4.0-h-small": {  # ibm-granite/granite-4.0-h-small's config.json fields as the spec's note gives them
+        "model_type": "granitemoehybrid", "hidden_size": 4096, "num_hidden_layers": 40, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "num_local_experts": 72, "num_experts_per_tok": 10,
+        "shared_intermediate_size": 1536, "intermediate_size": 768, "mamba_d_state": 128, "mamba_d_conv": 4,
+        "mamba_expand": 2, "tie_word_embeddings": True, "vocab_size": 100352, "position_embedding_type": "nope",
+        "layer_types": ["attention" if i % 10 == 5 else "mamba" for i in range(40)],
+    },
     "falcon-h1-7b": {  # tiiuae/Falcon-H1-7B's config.json figures as the spec's note gives them
         "model_type": "falcon_h1", "hidden_size": 3072, "num_hidden_layers": 44, "num_attention_heads": 12,
         "num_key_value_heads": 2, "head_dim": 128, "intermediate_size": 12288, "vocab_size": 130048,
