@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ def piped(*args: str, columns: int = 80, code: int = 0, stderr: bool = True) -> 
     """stdout (+ stderr) of `godprof ARGS` in a pipe, at COLUMNS=columns."""
     env = dict(os.environ, COLUMNS=str(columns), TERM="dumb")
     env.pop("FORCE_COLOR", None)
+    # run outside the checkout, so `-m godprof` imports the installed package, as a user's shell does
     r = subprocess.run([sys.executable, "-m", "godprof", *args], capture_output=True, text=True, env=env,
-                       timeout=120, cwd=ROOT)  # fmt: skip
+                       timeout=120, cwd=tempfile.gettempdir())  # fmt: skip
     assert r.returncode == code, (args, r.stdout[-2000:], r.stderr[-2000:])
     return r.stdout + (r.stderr if stderr else "")
 
