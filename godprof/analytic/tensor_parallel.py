@@ -17,6 +17,7 @@ head per rank, which is ``MixerKind.kv_tp_fraction``.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from godprof.errors import GodprofError
 from godprof.spec import Spec
@@ -34,28 +35,8 @@ def rank_spec(spec: Spec, tp: int) -> Spec:
     if tp == 1:
         return spec
     used_mixers, used_ffns = set(spec.layer_mixers), set(spec.layer_ffns)
-    mixers = {}
-    for name, m in spec.mixers.items():
-        if name not in used_mixers or m.passthrough:
-            mixers[name] = m
-            continue
-        try:
-            mixers[name] = m.tp_rank(tp)
-        except ValueError as e:
-            raise TensorParallelError(
-                f"{spec.name}: mixer '{name}' (type {m.type}) cannot split {tp} ways: {e}"
-            ) from None
-    ffns = {}
-    for name, f in spec.ffns.items():
-        if name not in used_ffns or f is None:
-            ffns[name] = f
-            continue
-        try:
-            ffns[name] = f.tp_rank(tp)
-        except ValueError as e:
-            raise TensorParallelError(
-                f"{spec.name}: ffn '{name}' (type {f.type}) cannot split {tp} ways: {e}"
-            ) from None
+    mixers = _split(spec, spec.mixers, used_mixers, "mixer", tp)
+    ffns = _split(spec, spec.ffns, used_ffns, "ffn", tp)
     vocab = spec.model.vocab_size
     if vocab % tp:
         raise TensorParallelError(f"{spec.name}: vocab_size {vocab} does not split {tp} ways (vocab-parallel "
@@ -75,3 +56,19 @@ def allreduces_per_forward(spec: Spec) -> int:
     """All-reduces one forward makes: one after each split mixer and each FFN (Megatron-LM's two per
     block), plus one for the vocab-parallel embedding (the lm_head's logits are gathered, not reduced)."""
     return sum((not lay.mixer.passthrough) + (lay.ffn is not None) for lay in spec.layers()) + 1
+
+
+def _split(spec: Spec, table: dict[str, Any], used: set[str], what: str, tp: int) -> dict[str, Any]:
+    """One rank's share of each mixer or FFN the layers use (unused, passthrough and empty entries kept)."""
+    out = {}
+    for name, k in table.items():
+        if name not in used or k is None or getattr(k, "passthrough", False):
+            out[name] = k
+            continue
+        try:
+            out[name] = k.tp_rank(tp)
+        except ValueError as e:
+            raise TensorParallelError(
+                f"{spec.name}: {what} '{name}' (type {k.type}) cannot split {tp} ways: {e}"
+            ) from None
+    return out
